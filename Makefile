@@ -1,0 +1,31 @@
+# Common tasks. `make demo` and `make test` are the two commands of the README.
+
+CARGO ?= cargo
+DATA_DIR ?= var/demo
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: demo build models index-demo test lint openapi clean
+
+## Build, fetch the model, index the demo catalogue and serve it on $(LISTEN).
+demo: build models index-demo
+	./target/release/attnrec serve --data-dir $(DATA_DIR) --listen $(LISTEN)
+
+build:
+	$(CARGO) build --release --locked
+
+models:
+	scripts/fetch-models.sh all-MiniLM-L6-v2
+
+index-demo: build models
+	@if [ -f $(DATA_DIR)/manifest.json ]; then echo "$(DATA_DIR) is already indexed (make clean to rebuild)"; \
+	else ./target/release/attnrec index --catalog data/goodbooks-10k.csv --data-dir $(DATA_DIR); fi
+
+## Fetch the model, then run every test (unit, integration, real model).
+test: models
+	$(CARGO) test --locked
+
+openapi:
+	$(CARGO) run --quiet -- openapi > openapi.yaml
+
+clean:
+	rm -rf $(DATA_DIR)

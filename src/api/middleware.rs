@@ -1,0 +1,47 @@
+//! Request ids, one log line per request and the HTTP metrics.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::metrics::METRICS;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-supplied request id that is kept; longer or non-printable ids are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Takes the request id from `X-Request-Id` (or makes one), runs the request inside a span
+/// that carries it, returns it in the response, and records the route's count and latency.
+/// The query text is never logged here: shopper text is personal data.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let status = response.status();
+    let elapsed = started.elapsed().as_secs_f64();
+    let labels = [route.as_str(), method.as_str(), status.as_str()];
+    METRICS.http_requests.with_label_values(&labels).inc();
+    METRICS.http_duration.with_label_values(&labels).observe(elapsed);
+    span.in_scope(|| tracing::info!(status = status.as_u16(), latency_ms = elapsed * 1000.0, "request finished"));
+
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}

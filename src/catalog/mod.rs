@@ -1,0 +1,54 @@
+//! The catalogue: items read from files, stored in SQLite, and their vectors in a usearch index.
+
+mod index;
+mod manifest;
+mod source;
+mod store;
+
+use std::path::PathBuf;
+
+pub use index::{IndexHit, VectorIndex};
+pub use manifest::{HeadRecord, IndexRecord, Manifest, ModelRecord, MANIFEST_FILE, MANIFEST_FORMAT};
+pub use source::{read_catalog, CatalogFormat, FieldSelection};
+pub use store::{ItemStore, StoredItem};
+
+/// File names inside a data directory.
+pub const DATABASE_FILE: &str = "catalog.db";
+pub const INDEX_FILE: &str = "items.usearch";
+pub const HEAD_FILE: &str = "head.safetensors";
+
+/// A catalogue item as read from a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub id: String,
+    /// Shown to shoppers in results.
+    pub title: String,
+    /// What is embedded: the configured text fields joined with ". ".
+    pub text: String,
+    /// Every other field of the row, kept for display and filtering.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Errors of the catalogue layer. `InvalidCatalog` and `UnknownFormat` are the caller's
+/// fault (a bad input file); the others are failures of storage on this machine.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("invalid catalogue {path} at line {line}: {message}")]
+    InvalidCatalog { path: PathBuf, line: u64, message: String },
+    #[error("cannot tell the format of {path}: use a .csv, .jsonl or .ndjson file")]
+    UnknownFormat { path: PathBuf },
+    #[error("failed to read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("vector index error: {0}")]
+    Index(String),
+    #[error("invalid manifest {path}: {message}")]
+    InvalidManifest { path: PathBuf, message: String },
+    #[error("data directory {dir} does not match this configuration: {message}")]
+    ManifestMismatch { dir: PathBuf, message: String },
+    #[error("data directory {dir} has no index: {hint}")]
+    NotIndexed { dir: PathBuf, hint: String },
+}

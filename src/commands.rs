@@ -1,0 +1,115 @@
+//! What each subcommand does once the command line is parsed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::eval::{evaluate, read_judgments};
+use crate::indexer::build_data_dir;
+use crate::service::Recommender;
+
+/// `attnrec index`: builds the data directory from a catalogue file.
+pub async fn index(settings: &Settings, catalog: &Path, head: Option<&Path>) -> anyhow::Result<()> {
+    let report = build_data_dir(settings, catalog, head).await?;
+    println!(
+        "indexed {} items into {} in {:.1} s ({} texts truncated at {} tokens)",
+        report.items,
+        report.data_dir.display(),
+        report.elapsed_seconds,
+        report.truncated,
+        settings.model.max_tokens
+    );
+    Ok(())
+}
+
+/// `attnrec serve`: loads the data directory, then serves HTTP until SIGTERM or Ctrl-C.
+pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let recommender = Arc::new(Recommender::open(settings).await?);
+    let listener = tokio::net::TcpListener::bind(&settings.server.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}; set --listen or server.listen to a free address", settings.server.listen))?;
+    tracing::info!(address = %listener.local_addr()?, device = recommender.device(), "listening");
+
+    let app = api::router(AppState::new(recommender, settings), settings.server.body_limit_bytes);
+    api::serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested; finishing requests in flight");
+}
+
+/// `attnrec recommend`: one query from the terminal, printed as a table or as JSON.
+pub async fn recommend(settings: &Settings, text: String, k: Option<usize>, explain: bool, json: bool) -> anyhow::Result<()> {
+    let recommender = Recommender::open(settings).await?;
+    while !recommender.is_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let query = recommender.validate(text, k.unwrap_or(settings.server.default_k), explain)?;
+    let result = recommender.recommend(query).await?;
+
+    if json {
+        let body = api::RecommendResponse {
+            items: result.items.iter().map(|item| api::ItemScore { id: item.id.clone(), score: item.score, title: item.title.clone() }).collect(),
+            explain: result.explain.clone().map(|tokens| api::Explanation { tokens }),
+            truncated: result.truncated,
+        };
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+
+    println!("{:>4}  {:>6}  {:<12}  title", "rank", "score", "id");
+    for (rank, item) in result.items.iter().enumerate() {
+        println!("{:>4}  {:>6.3}  {:<12}  {}", rank + 1, item.score, item.id, item.title);
+    }
+    if let Some(words) = result.explain {
+        println!("\nattention per word:");
+        for word in words {
+            println!("  {:<20} {:.3} {}", word.text, word.weight, "#".repeat((word.weight * 40.0).round() as usize));
+        }
+    }
+    if result.truncated {
+        println!("\nnote: the query was longer than {} tokens and was truncated", settings.model.max_tokens);
+    }
+    Ok(())
+}
+
+/// `attnrec eval`: ranking quality of the data directory against judgments.
+pub async fn eval(settings: &Settings, judgments: &Path, threshold: f64, limit: Option<usize>, json: bool) -> anyhow::Result<()> {
+    let judgments = read_judgments(judgments)?;
+    let report = evaluate(settings, &judgments, threshold, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("queries: {} ({} with an item of relevance >= {threshold})", report.queries, report.queries_with_relevant);
+    println!("| nDCG@10 | recall@10 | recall@100 | MRR@10 |");
+    println!("|---|---|---|---|");
+    println!("| {:.4} | {:.4} | {:.4} | {:.4} |", report.ndcg_at_10, report.recall_at_10, report.recall_at_100, report.mrr_at_10);
+    println!("unjudged items count as non-relevant; {:.1} s", report.seconds);
+    Ok(())
+}
+
+/// `attnrec openapi`: prints the OpenAPI document generated from the code.
+pub fn openapi() {
+    print!("{}", api::openapi_yaml());
+}

@@ -1,0 +1,314 @@
+//! Settings: built-in defaults, a TOML file, `ATTNREC_<SECTION>__<KEY>` environment variables
+//! and command-line flags, merged in that order (later wins).
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given and the file exists in the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {field} {problem}")]
+    OutOfRange { field: &'static str, problem: String },
+    #[error("configuration file {path} not found")]
+    FileNotFound { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub model: ModelSettings,
+    pub head: HeadSettings,
+    pub catalog: CatalogSettings,
+    pub index: IndexSettings,
+    pub batching: BatchingSettings,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Local directory or Hugging Face Hub model id.
+    pub source: String,
+    pub revision: String,
+    /// Tokens per text, special tokens included.
+    pub max_tokens: usize,
+    pub device: DeviceChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadSettings {
+    /// Head file; empty means the data directory's own head or the untrained head.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSettings {
+    pub id_field: String,
+    pub text_fields: Vec<String>,
+    /// Items per forward pass while indexing.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalarChoice {
+    F32,
+    F16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexSettings {
+    pub connectivity: usize,
+    pub expansion_add: usize,
+    pub expansion_search: usize,
+    pub scalar: ScalarChoice,
+    /// Concurrent searches; 0 means one per CPU core.
+    pub search_threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingSettings {
+    /// Padded tokens per forward pass.
+    pub max_batch_tokens: usize,
+    pub max_batch_requests: usize,
+    /// Microseconds the first text of a batch waits for company.
+    pub max_wait_us: u64,
+    pub tokenizer_threads: usize,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub max_k: usize,
+    pub default_k: usize,
+    /// Unicode scalar values.
+    pub max_query_chars: usize,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// EnvFilter directive used when RUST_LOG is unset.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("var/data"),
+            model: ModelSettings::default(),
+            head: HeadSettings::default(),
+            catalog: CatalogSettings::default(),
+            index: IndexSettings::default(),
+            batching: BatchingSettings::default(),
+            server: ServerSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            source: "models/all-MiniLM-L6-v2".into(),
+            revision: "main".into(),
+            max_tokens: 128,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self { id_field: "id".into(), text_fields: vec!["title".into()], batch_size: 64 }
+    }
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        Self {
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            scalar: ScalarChoice::F32,
+            search_threads: 0,
+        }
+    }
+}
+
+impl Default for BatchingSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 4096,
+            max_batch_requests: 64,
+            max_wait_us: 2000,
+            tokenizer_threads: 2,
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_k: 100,
+            default_k: 10,
+            max_query_chars: 2000,
+            body_limit_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Settings {
+    /// Merges defaults, the config file, the environment and `overrides` (command-line flags,
+    /// as a partial settings tree), then validates the result.
+    ///
+    /// `file` is read when given (it must exist); otherwise `config/default.toml` is read when
+    /// present in the working directory.
+    pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::FileNotFound { path: path.to_path_buf() })
+            }
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_PATH)),
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("ATTNREC_").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the limits that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("model.max_tokens", self.model.max_tokens),
+            ("catalog.batch_size", self.catalog.batch_size),
+            ("index.connectivity", self.index.connectivity),
+            ("index.expansion_add", self.index.expansion_add),
+            ("index.expansion_search", self.index.expansion_search),
+            ("batching.max_batch_tokens", self.batching.max_batch_tokens),
+            ("batching.max_batch_requests", self.batching.max_batch_requests),
+            ("batching.tokenizer_threads", self.batching.tokenizer_threads),
+            ("batching.max_concurrent_requests", self.batching.max_concurrent_requests),
+            ("server.max_k", self.server.max_k),
+            ("server.max_query_chars", self.server.max_query_chars),
+            ("server.body_limit_bytes", self.server.body_limit_bytes),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::OutOfRange { field, problem: "must be at least 1".into() });
+            }
+        }
+        if self.model.max_tokens < 3 {
+            return Err(ConfigError::OutOfRange {
+                field: "model.max_tokens",
+                problem: format!("is {}, must be at least 3 ([CLS], one token, [SEP])", self.model.max_tokens),
+            });
+        }
+        if self.server.default_k == 0 || self.server.default_k > self.server.max_k {
+            return Err(ConfigError::OutOfRange {
+                field: "server.default_k",
+                problem: format!("is {}, must be between 1 and server.max_k ({})", self.server.default_k, self.server.max_k),
+            });
+        }
+        if self.catalog.text_fields.is_empty() {
+            return Err(ConfigError::OutOfRange { field: "catalog.text_fields", problem: "must name at least one field".into() });
+        }
+        Ok(())
+    }
+
+    /// Resolves `index.search_threads = 0` to the number of CPU cores.
+    pub fn search_threads(&self) -> usize {
+        match self.index.search_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_matches_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let from_file: Settings = Figment::new().merge(Toml::file(&path)).extract().unwrap();
+        assert_eq!(from_file, Settings::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "[server]\nmax_k = 50\ndefault_k = 5\n")?;
+            jail.set_env("ATTNREC_SERVER__MAX_K", "70");
+            jail.set_env("ATTNREC_MODEL__MAX_TOKENS", "64");
+            let flags = serde_json::json!({ "model": { "max_tokens": 32 } });
+            let settings = Settings::load(Some(Path::new("custom.toml")), flags).unwrap();
+            assert_eq!(settings.server.max_k, 70);
+            assert_eq!(settings.server.default_k, 5);
+            assert_eq!(settings.model.max_tokens, 32);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = Settings::load(Some(Path::new("/nonexistent/attnrec.toml")), serde_json::json!({})).unwrap_err();
+        assert!(matches!(err, ConfigError::FileNotFound { .. }), "{err}");
+    }
+
+    #[test]
+    fn default_k_above_max_k_is_rejected() {
+        let mut settings = Settings::default();
+        settings.server.default_k = 500;
+        let err = settings.validate().unwrap_err();
+        assert!(err.to_string().contains("server.default_k"), "{err}");
+    }
+}

@@ -1,0 +1,87 @@
+//! Tokenization with the model's own `tokenizer.json`, with its built-in padding switched off
+//! (batches are padded to their longest text instead) and truncation at a configured length.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::EncoderError;
+
+/// One text as token ids, with what an explanation needs to map tokens back to words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizedText {
+    /// Token ids including the special tokens ([CLS] ... [SEP]).
+    pub ids: Vec<u32>,
+    /// For each token, the index of the word it came from; `None` for special tokens.
+    pub word_ids: Vec<Option<u32>>,
+    /// For each token, its byte range in the original text.
+    pub offsets: Vec<(usize, usize)>,
+    /// The text the tokens came from.
+    pub text: String,
+    /// True when tokens past the maximum length were dropped.
+    pub truncated: bool,
+}
+
+impl TokenizedText {
+    /// Number of tokens, special tokens included.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A tokenizer that is safe to share between threads (`tokenizers::Tokenizer` is `Sync`).
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_tokens: usize,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` and truncates every text to `max_tokens` tokens.
+    pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self, EncoderError> {
+        let load_error = |message: String| EncoderError::TokenizerLoad { path: path.to_path_buf(), message };
+        let mut inner = Tokenizer::from_file(path).map_err(|err| load_error(err.to_string()))?;
+
+        // The packaged MiniLM tokenizer pads every text to 128 tokens; padding happens per
+        // batch in the encoder instead, so short queries stay short.
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|err| load_error(err.to_string()))?;
+        Ok(Self { inner, max_tokens })
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Tokenizes one text, adding the model's special tokens.
+    pub fn tokenize(&self, text: &str) -> Result<TokenizedText, EncoderError> {
+        let encoding = self.inner.encode(text, true).map_err(|err| EncoderError::Tokenize(err.to_string()))?;
+        Ok(TokenizedText {
+            ids: encoding.get_ids().to_vec(),
+            word_ids: encoding.get_word_ids().to_vec(),
+            offsets: encoding.get_offsets().to_vec(),
+            text: text.to_string(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
+    }
+
+    /// Tokenizes texts on the calling thread, one after the other.
+    pub fn tokenize_all<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>, EncoderError> {
+        texts.iter().map(|text| self.tokenize(text.as_ref())).collect()
+    }
+
+    /// The id used to pad batches: the tokenizer's `[PAD]` token, or 0 when it has none.
+    pub fn pad_id(&self) -> u32 {
+        self.inner.token_to_id("[PAD]").or_else(|| self.inner.token_to_id("<pad>")).unwrap_or(0)
+    }
+}

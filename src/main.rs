@@ -1,0 +1,143 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+use attnrec::commands;
+use attnrec::config::Settings;
+
+/// Recommends catalogue items for a shopper's free text.
+#[derive(Parser)]
+#[command(name = "attnrec", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Default: config/default.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by every command that loads a model and a data directory.
+#[derive(Args)]
+struct Common {
+    /// Data directory (catalogue database, index, manifest). Sets `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Model directory or Hugging Face Hub id. Sets `model.source`.
+    #[arg(long, value_name = "DIR_OR_ID")]
+    model: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a catalogue file (CSV or JSON Lines), embed every item and write a data directory.
+    Index {
+        #[command(flatten)]
+        common: Common,
+        /// Catalogue file: .csv with a header row, or .jsonl/.ndjson with one object per line.
+        #[arg(long, value_name = "FILE")]
+        catalog: PathBuf,
+        /// Field that holds the item id. Sets `catalog.id_field`.
+        #[arg(long)]
+        id_field: Option<String>,
+        /// Comma-separated fields joined into the embedded text. Sets `catalog.text_fields`.
+        #[arg(long, value_delimiter = ',')]
+        text_fields: Option<Vec<String>>,
+        /// Trained pooling head (safetensors) to embed items with; stored in the data directory.
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+    },
+    /// Serve the HTTP API over a data directory.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address and port to listen on. Sets `server.listen`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Print recommendations for one query.
+    Recommend {
+        #[command(flatten)]
+        common: Common,
+        /// The query text.
+        text: String,
+        /// Number of items (default: `server.default_k`).
+        #[arg(short, long)]
+        k: Option<usize>,
+        /// Show the attention weight of each word.
+        #[arg(long)]
+        explain: bool,
+        /// Print the same JSON as POST /recommend.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure nDCG@10, recall@10, recall@100 and MRR@10 against relevance judgments.
+    Eval {
+        #[command(flatten)]
+        common: Common,
+        /// Judgments CSV with the columns query,id,relevance.
+        #[arg(long, value_name = "FILE")]
+        judgments: PathBuf,
+        /// Lowest relevance that counts as relevant for recall and MRR.
+        #[arg(long, default_value_t = 2.5)]
+        threshold: f64,
+        /// Evaluate only the first N queries.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the OpenAPI document generated from the code.
+    Openapi,
+}
+
+/// Turns the flags that were given into a partial settings tree that overrides the rest.
+fn overrides(common: Option<&Common>, extra: &[(&str, &str, Value)]) -> Value {
+    let mut root = Map::new();
+    if let Some(common) = common {
+        if let Some(dir) = &common.data_dir {
+            root.insert("data_dir".into(), json!(dir));
+        }
+        if let Some(model) = &common.model {
+            root.insert("model".into(), json!({ "source": model }));
+        }
+    }
+    for (section, key, value) in extra {
+        if value.is_null() {
+            continue;
+        }
+        let entry = root.entry(section.to_string()).or_insert_with(|| json!({}));
+        entry.as_object_mut().expect("sections are objects").insert(key.to_string(), value.clone());
+    }
+    Value::Object(root)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let flags = match &cli.command {
+        Command::Index { common, id_field, text_fields, .. } => overrides(
+            Some(common),
+            &[("catalog", "id_field", json!(id_field)), ("catalog", "text_fields", json!(text_fields))],
+        ),
+        Command::Serve { common, listen } => overrides(Some(common), &[("server", "listen", json!(listen))]),
+        Command::Recommend { common, .. } | Command::Eval { common, .. } => overrides(Some(common), &[]),
+        Command::Openapi => overrides(None, &[]),
+    };
+    let settings = Settings::load(cli.config.as_deref(), flags)?;
+    attnrec::telemetry::init(&settings.log);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Index { catalog, head, .. } => commands::index(&settings, &catalog, head.as_deref()).await,
+            Command::Serve { .. } => commands::serve(&settings).await,
+            Command::Recommend { text, k, explain, json, .. } => commands::recommend(&settings, text, k, explain, json).await,
+            Command::Eval { judgments, threshold, limit, json, .. } => commands::eval(&settings, &judgments, threshold, limit, json).await,
+            Command::Openapi => {
+                commands::openapi();
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics, registered once per process and rendered by `GET /metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets from 0.5 ms to about 16 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub batch_size: Histogram,
+    pub batch_padded_tokens: Histogram,
+    pub forward_seconds: Histogram,
+    pub tokenize_seconds: Histogram,
+    pub queue_wait_seconds: Histogram,
+    pub search_seconds: Histogram,
+    pub queue_depth: IntGauge,
+    pub queue_depth_observed: Histogram,
+    pub rejected: IntCounterVec,
+    pub index_items: IntGauge,
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid histogram");
+    registry.register(Box::new(histogram.clone())).expect("metric registered once");
+    histogram
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+
+        let http_requests = IntCounterVec::new(
+            Opts::new("attnrec_http_requests_total", "HTTP requests by route, method and status code"),
+            &["route", "method", "status"],
+        )
+        .expect("valid counter");
+        registry.register(Box::new(http_requests.clone())).expect("metric registered once");
+
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("attnrec_http_request_duration_seconds", "HTTP request latency by route, method and status code")
+                .buckets(latency_buckets()),
+            &["route", "method", "status"],
+        )
+        .expect("valid histogram");
+        registry.register(Box::new(http_duration.clone())).expect("metric registered once");
+
+        let rejected = IntCounterVec::new(
+            Opts::new("attnrec_rejected_requests_total", "Requests refused before encoding, by reason"),
+            &["reason"],
+        )
+        .expect("valid counter");
+        registry.register(Box::new(rejected.clone())).expect("metric registered once");
+
+        let queue_depth = IntGauge::new("attnrec_encoder_queue_depth", "Texts waiting for a forward pass").expect("valid gauge");
+        registry.register(Box::new(queue_depth.clone())).expect("metric registered once");
+        let index_items = IntGauge::new("attnrec_index_items", "Vectors in the search index").expect("valid gauge");
+        registry.register(Box::new(index_items.clone())).expect("metric registered once");
+
+        let sizes = exponential_buckets(1.0, 2.0, 10).expect("valid buckets");
+        let tokens = exponential_buckets(16.0, 2.0, 12).expect("valid buckets");
+        Self {
+            batch_size: histogram(&registry, "attnrec_encoder_batch_size", "Texts per forward pass", sizes.clone()),
+            batch_padded_tokens: histogram(
+                &registry,
+                "attnrec_encoder_batch_padded_tokens",
+                "Padded tokens per forward pass (texts times the longest text)",
+                tokens,
+            ),
+            forward_seconds: histogram(&registry, "attnrec_encoder_forward_seconds", "Time of one forward pass and pooling", latency_buckets()),
+            tokenize_seconds: histogram(&registry, "attnrec_tokenize_seconds", "Time to tokenize one text", latency_buckets()),
+            queue_wait_seconds: histogram(
+                &registry,
+                "attnrec_queue_wait_seconds",
+                "Time a text waited between tokenization and its forward pass",
+                latency_buckets(),
+            ),
+            search_seconds: histogram(&registry, "attnrec_search_seconds", "Time of one index search", latency_buckets()),
+            queue_depth_observed: histogram(
+                &registry,
+                "attnrec_encoder_queue_depth_observed",
+                "Texts waiting when a batch is formed",
+                sizes,
+            ),
+            registry,
+            http_requests,
+            http_duration,
+            queue_depth,
+            rejected,
+            index_items,
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("Prometheus text is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

@@ -1,0 +1,222 @@
+//! The recommendation service: loads a data directory with its model and head, and answers
+//! free-text queries with the top-k items. Shared by the HTTP server and the CLI.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind};
+use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
+use crate::config::Settings;
+use crate::encoder::{select_device, Encoder, EncoderError, ModelFiles, ModelSource};
+use crate::explain::{word_weights, WordWeight};
+use crate::metrics::METRICS;
+use crate::pooling::{AttentionHead, PoolingError};
+
+/// Errors of the service layer. `InvalidInput` is the caller's fault; `Overloaded` and
+/// `NotReady` are temporary; the rest are failures of this service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid {field}: {message}")]
+    InvalidInput { field: &'static str, message: String },
+    #[error("the service is overloaded")]
+    Overloaded,
+    #[error("the service is still starting")]
+    NotReady,
+    #[error("the request timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Pooling(#[from] PoolingError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A validated recommendation request.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub text: String,
+    pub k: usize,
+    pub explain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecommendedItem {
+    pub id: String,
+    pub score: f32,
+    pub title: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recommendation {
+    pub items: Vec<RecommendedItem>,
+    /// Attention per word of the query, when requested.
+    pub explain: Option<Vec<WordWeight>>,
+    /// True when the query was longer than the model's maximum and was cut.
+    pub truncated: bool,
+}
+
+/// The model, head and device a data directory is served or built with.
+pub struct LoadedModel {
+    pub files: ModelFiles,
+    pub fingerprint: String,
+    pub encoder: Encoder,
+}
+
+/// Resolves and loads the configured model.
+pub fn load_model(settings: &Settings) -> Result<LoadedModel, ServiceError> {
+    let files = ModelSource::parse(&settings.model.source, &settings.model.revision).resolve()?;
+    let fingerprint = files.fingerprint()?;
+    let device = select_device(settings.model.device)?;
+    let encoder = Encoder::load(&files, settings.model.max_tokens, device)?;
+    Ok(LoadedModel { files, fingerprint, encoder })
+}
+
+/// Chooses the head: `head.path` when configured, else the data directory's own trained head,
+/// else the untrained head.
+pub fn load_head(settings: &Settings, manifest: &Manifest, data_dir: &Path, encoder: &Encoder) -> Result<AttentionHead, ServiceError> {
+    let configured = (!settings.head.path.is_empty()).then(|| PathBuf::from(&settings.head.path));
+    let stored = manifest.head.stored.then(|| data_dir.join(HEAD_FILE));
+    match configured.or(stored) {
+        Some(path) => Ok(AttentionHead::load(&path, encoder.hidden_size(), encoder.device())?),
+        None => Ok(AttentionHead::untrained(encoder.hidden_size(), encoder.device())?),
+    }
+}
+
+pub struct Recommender {
+    engine: Engine,
+    index: Arc<VectorIndex>,
+    store: ItemStore,
+    search_permits: Arc<Semaphore>,
+    manifest: Manifest,
+    max_k: usize,
+    max_query_chars: usize,
+}
+
+impl Recommender {
+    /// Opens a data directory built by `attnrec index`. Fails with a clear message when it
+    /// was built with another model or head than the configured ones.
+    pub async fn open(settings: &Settings) -> Result<Self, ServiceError> {
+        let data_dir = &settings.data_dir;
+        let manifest = Manifest::read(data_dir)?;
+        let model = load_model(settings)?;
+        let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
+        manifest.check_compatible(data_dir, &model.fingerprint, &head.checksum()?)?;
+
+        let threads = settings.search_threads();
+        let index = VectorIndex::load(&data_dir.join(INDEX_FILE), model.encoder.hidden_size(), &settings.index, threads)?;
+        let store = ItemStore::open(&data_dir.join(DATABASE_FILE)).await?;
+        let stored = store.count().await?;
+        if stored != index.len() as u64 {
+            return Err(CatalogError::ManifestMismatch {
+                dir: data_dir.clone(),
+                message: format!(
+                    "the database has {stored} items but the index has {}; re-run `attnrec index` to rebuild it",
+                    index.len()
+                ),
+            }
+            .into());
+        }
+        METRICS.index_items.set(index.len() as i64);
+        tracing::info!(data_dir = %data_dir.display(), items = index.len(), head = %&manifest.head.checksum[..12], "catalogue loaded");
+
+        let batching = &settings.batching;
+        let engine = Engine::start(
+            model.encoder,
+            head,
+            EngineSettings {
+                limits: BatchLimits { max_batch_tokens: batching.max_batch_tokens, max_batch_requests: batching.max_batch_requests },
+                max_wait: Duration::from_micros(batching.max_wait_us),
+                tokenizer_threads: batching.tokenizer_threads,
+                queue_capacity: batching.max_concurrent_requests,
+            },
+        );
+        Ok(Self {
+            engine,
+            index: Arc::new(index),
+            store,
+            search_permits: Arc::new(Semaphore::new(threads)),
+            manifest,
+            max_k: settings.server.max_k,
+            max_query_chars: settings.server.max_query_chars,
+        })
+    }
+
+    /// Checks a request's fields against the configured limits.
+    pub fn validate(&self, text: String, k: usize, explain: bool) -> Result<Query, ServiceError> {
+        if text.trim().is_empty() {
+            return Err(ServiceError::InvalidInput {
+                field: "query",
+                message: "must contain at least one non-whitespace character".into(),
+            });
+        }
+        let chars = text.chars().count();
+        if chars > self.max_query_chars {
+            return Err(ServiceError::InvalidInput {
+                field: "query",
+                message: format!("is {chars} characters long; the maximum is {}", self.max_query_chars),
+            });
+        }
+        if k == 0 || k > self.max_k {
+            return Err(ServiceError::InvalidInput { field: "k", message: format!("is {k}; use a value from 1 to {}", self.max_k) });
+        }
+        Ok(Query { text, k, explain })
+    }
+
+    /// Returns the top-k items for a validated query, best first.
+    pub async fn recommend(&self, query: Query) -> Result<Recommendation, ServiceError> {
+        if !self.engine.is_ready() {
+            return Err(ServiceError::NotReady);
+        }
+        let embedding = self.engine.embed(query.text, TextKind::Query).await?;
+
+        let permit = self.search_permits.clone().acquire_owned().await.map_err(|_| ServiceError::Internal("search pool closed".into()))?;
+        let index = self.index.clone();
+        let vector = embedding.vector.clone();
+        let k = query.k;
+        let hits = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let started = Instant::now();
+            let hits = index.search(&vector, k);
+            METRICS.search_seconds.observe(started.elapsed().as_secs_f64());
+            hits
+        })
+        .await
+        .map_err(|err| ServiceError::Internal(format!("search task failed: {err}")))??;
+
+        let keys: Vec<u64> = hits.iter().map(|hit| hit.key).collect();
+        let found = self.store.get_by_keys(&keys).await?;
+        let items = hits
+            .iter()
+            .filter_map(|hit| {
+                found.get(&hit.key).map(|item| RecommendedItem { id: item.id.clone(), score: hit.score, title: item.title.clone() })
+            })
+            .collect();
+
+        let explain = query.explain.then(|| word_weights(&embedding.tokens, &embedding.attention));
+        Ok(Recommendation { items, explain, truncated: embedding.tokens.truncated })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.engine.is_ready()
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn index_size(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn device(&self) -> &str {
+        self.engine.device()
+    }
+}

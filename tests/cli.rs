@@ -1,0 +1,166 @@
+//! The `attnrec` binary end to end: index, recommend, serve, and its refusals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Fixture;
+
+fn attnrec(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_attnrec"));
+    command.args(args).env_remove("RUST_LOG");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.output().expect("attnrec runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn index_fixture(fixture: &Fixture) {
+    let output = attnrec(
+        &["index", "--catalog", fixture.catalog.to_str().unwrap(), "--data-dir", fixture.path("data").to_str().unwrap(), "--model",
+            fixture.model_dir().to_str().unwrap()],
+        &[],
+    );
+    assert!(output.status.success(), "index failed: {}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("indexed 8 items"), "{}", text(&output.stdout));
+}
+
+#[test]
+fn index_then_recommend_prints_json() {
+    let fixture = Fixture::new();
+    index_fixture(&fixture);
+    let output = attnrec(
+        &["recommend", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(),
+            "Black hiking boots", "-k", "2", "--json", "--explain"],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(body["items"][0]["id"], "4");
+    assert_eq!(body["explain"]["tokens"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn environment_overrides_config() {
+    let fixture = Fixture::new();
+    index_fixture(&fixture);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_attnrec"));
+    let output = command
+        .args(["recommend", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "mug", "-k", "5"])
+        .env("ATTNREC_SERVER__MAX_K", "3")
+        .env("ATTNREC_SERVER__DEFAULT_K", "2")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("use a value from 1 to 3"), "{}", text(&output.stderr));
+}
+
+#[test]
+fn serve_rejects_index_built_with_another_model() {
+    let fixture = Fixture::new();
+    index_fixture(&fixture);
+    let other_model = fixture.path("other-model");
+    attnrec::testing::write_tiny_bert(&other_model, 8).unwrap();
+
+    let output = attnrec(
+        &["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", other_model.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("does not match this configuration"), "{stderr}");
+    assert!(stderr.contains("attnrec index"), "{stderr}");
+}
+
+#[test]
+fn serve_rejects_unindexed_directory() {
+    let fixture = Fixture::new();
+    let output = attnrec(
+        &["serve", "--data-dir", fixture.path("empty").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap()],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("attnrec index --catalog"), "{}", text(&output.stderr));
+}
+
+#[test]
+fn hub_id_resolves_from_local_cache() {
+    let fixture = Fixture::new();
+    let snapshot = fixture.path("hf/hub/models--acme--tiny-bert/snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for name in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(fixture.model_dir().join(name), snapshot.join(name)).unwrap();
+    }
+    let refs = fixture.path("hf/hub/models--acme--tiny-bert/refs");
+    std::fs::create_dir_all(&refs).unwrap();
+    std::fs::write(refs.join("main"), "0123abcd").unwrap();
+
+    let data = fixture.path("data");
+    let output = attnrec(
+        &["index", "--catalog", fixture.catalog.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--model", "acme/tiny-bert"],
+        &[("HF_HOME", &fixture.path("hf"))],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model"]["name"], "acme/tiny-bert");
+}
+
+#[test]
+fn unknown_hub_id_fails_with_hint() {
+    let fixture = Fixture::new();
+    let output = attnrec(
+        &["index", "--catalog", fixture.catalog.to_str().unwrap(), "--data-dir", fixture.path("data").to_str().unwrap(), "--model", "acme/missing"],
+        &[("HF_HOME", &fixture.path("hf"))],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("acme/missing"), "{stderr}");
+}
+
+#[test]
+fn serve_answers_then_stops_on_sigterm() {
+    let fixture = Fixture::new();
+    index_fixture(&fixture);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attnrec"))
+        .args(["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The "listening" log line carries the port the kernel chose.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let address = loop {
+        assert!(Instant::now() < deadline, "serve did not start listening");
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let ready_deadline = Instant::now() + Duration::from_secs(60);
+        while client.get(format!("http://{address}/ready")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+            assert!(Instant::now() < ready_deadline, "serve never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let response = client.post(format!("http://{address}/recommend")).json(&serde_json::json!({"query": "kettle", "k": 1})).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    });
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+}

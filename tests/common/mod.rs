@@ -1,0 +1,134 @@
+//! Shared set-up for the integration tests: a tiny random BERT, a small catalogue, a built
+//! data directory and a server on a loopback port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use attnrec::api::{self, AppState};
+use attnrec::config::Settings;
+use attnrec::service::Recommender;
+use tempfile::TempDir;
+
+pub const CATALOG: &str = "id,title,brand,price\n\
+    1,Red electric kettle,Acme,19.5\n\
+    2,Blue coffee mug,Acme,6\n\
+    3,Nike running shoes,Nike,89\n\
+    4,Black hiking boots,Trail,120\n\
+    5,Green garden hose,Yard,25\n\
+    6,Cordless drill,Bolt,79\n\
+    7,Steel hammer,Bolt,15\n\
+    8,White desk lamp,Lumen,32\n";
+
+/// A temporary project: tiny model, catalogue file and settings pointing at them.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub settings: Settings,
+    pub catalog: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_catalog(CATALOG)
+    }
+
+    pub fn with_catalog(content: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let model_dir = dir.path().join("model");
+        attnrec::testing::write_tiny_bert(&model_dir, 7).expect("tiny model written");
+        let catalog = dir.path().join("catalog.csv");
+        std::fs::write(&catalog, content).expect("catalogue written");
+
+        let mut settings = Settings::default();
+        settings.data_dir = dir.path().join("data");
+        settings.model.source = model_dir.display().to_string();
+        settings.model.max_tokens = 24;
+        settings.batching.max_batch_tokens = 256;
+        settings.batching.max_wait_us = 500;
+        settings.index.search_threads = 2;
+        Self { dir, settings, catalog }
+    }
+
+    pub fn model_dir(&self) -> PathBuf {
+        self.dir.path().join("model")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Builds the data directory from the fixture's catalogue.
+    pub async fn index(&self) {
+        attnrec::indexer::build_data_dir(&self.settings, &self.catalog, None).await.expect("index built");
+    }
+}
+
+/// A server on 127.0.0.1 with an ephemeral port, stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(settings: &Settings) -> Self {
+        let recommender = Arc::new(Recommender::open(settings).await.expect("data directory opens"));
+        while !recommender.is_ready() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Self::start_with_state(AppState::new(recommender, settings), settings).await
+    }
+
+    pub async fn start_with_state(state: AppState, settings: &Settings) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port");
+        let addr = listener.local_addr().expect("bound address");
+        let app = api::router(state, settings.server.body_limit_bytes);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(api::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, client: reqwest::Client::new(), stop: Some(stop) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a JSON value to /recommend and returns the status and the parsed body.
+    pub async fn recommend(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.client.post(self.url("/recommend")).json(&body).send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The real all-MiniLM-L6-v2 directory (fetched by scripts/fetch-models.sh), or a panic that
+/// says how to get it.
+pub fn real_model_dir() -> PathBuf {
+    let dir = std::env::var("ATTNREC_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the real model is missing at {}; run scripts/fetch-models.sh (make test does) or set ATTNREC_TEST_MODEL_DIR",
+        dir.display()
+    );
+    dir
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm_a: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let norm_b: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm_a * norm_b)
+}
