@@ -1,4 +1,4 @@
-//! What each subcommand does once the command line is parsed.
+//! Subcommand bodies, run once the command line is parsed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +106,22 @@ pub async fn eval(settings: &Settings, judgments: &Path, threshold: f64, limit: 
     println!("|---|---|---|---|");
     println!("| {:.4} | {:.4} | {:.4} | {:.4} |", report.ndcg_at_10, report.recall_at_10, report.recall_at_100, report.mrr_at_10);
     println!("unjudged items count as non-relevant; {:.1} s", report.seconds);
+    Ok(())
+}
+
+/// `attnrec train`: learns a head and prints how it did on the validation queries.
+pub fn train(settings: &Settings, catalog: &Path, judgments: &Path, out: &Path, options: &crate::train::TrainOptions) -> anyhow::Result<()> {
+    let report = crate::train::train(settings, catalog, judgments, out, options)?;
+    println!(
+        "trained on {} queries ({} examples) in {:.1} s; validation nDCG@10 {:.4} at epoch {} (untrained head: {:.4})",
+        report.train_queries,
+        report.examples,
+        report.seconds,
+        report.best_validation_ndcg_at_10,
+        report.best_epoch,
+        report.baseline_validation_ndcg_at_10
+    );
+    println!("head written to {} with its report beside it", out.display());
     Ok(())
 }
 

@@ -18,7 +18,7 @@ pub struct WordWeight {
 /// Merges word pieces back into the words of the query and sums their attention.
 ///
 /// Special tokens ([CLS], [SEP]) take part in pooling but are not words, so their share is
-/// left out and the word weights are rescaled to sum to 1. `attention` holds one weight per
+/// left out and the word weights are rescaled to sum to 1. `attention` contains one weight per
 /// token of `text` (padding already cut off).
 pub fn word_weights(text: &TokenizedText, attention: &[f32]) -> Vec<WordWeight> {
     let mut words: Vec<(u32, usize, usize, f32)> = Vec::new();

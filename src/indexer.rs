@@ -15,7 +15,7 @@ use crate::encoder::{Encoder, TokenizedText};
 use crate::pooling::AttentionHead;
 use crate::service::{load_model, ServiceError};
 
-/// What an indexing run did.
+/// Summary of an indexing run.
 #[derive(Debug, Clone)]
 pub struct IndexReport {
     pub items: usize,
@@ -136,7 +136,7 @@ fn replace_data_files(staging: &Path, data_dir: &Path) -> Result<(), CatalogErro
             std::fs::remove_file(&path).map_err(io(&path))?;
         }
     }
-    // The write-ahead log was checkpointed on close; should it still exist, it holds
+    // The write-ahead log was checkpointed on close; should it still exist, it contains
     // committed rows and moves with the database.
     for name in [DATABASE_FILE, wal.as_str(), INDEX_FILE, HEAD_FILE, MANIFEST_FILE] {
         let from = staging.join(name);

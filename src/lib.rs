@@ -15,3 +15,4 @@ pub mod pooling;
 pub mod service;
 pub mod telemetry;
 pub mod testing;
+pub mod train;

@@ -37,7 +37,7 @@ enum Command {
         /// Catalogue file: .csv with a header row, or .jsonl/.ndjson with one object per line.
         #[arg(long, value_name = "FILE")]
         catalog: PathBuf,
-        /// Field that holds the item id. Sets `catalog.id_field`.
+        /// Field that contains the item id. Sets `catalog.id_field`.
         #[arg(long)]
         id_field: Option<String>,
         /// Comma-separated fields joined into the embedded text. Sets `catalog.text_fields`.
@@ -88,6 +88,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Learn the pooling head from relevance judgments, with the encoder frozen.
+    Train {
+        #[command(flatten)]
+        common: Common,
+        /// Catalogue file the judgments refer to (CSV or JSON Lines).
+        #[arg(long, value_name = "FILE")]
+        catalog: PathBuf,
+        /// Judgments CSV with the columns query,id,relevance.
+        #[arg(long, value_name = "FILE")]
+        judgments: PathBuf,
+        /// Where to write the head (safetensors); the JSON report goes beside it.
+        #[arg(long, value_name = "FILE", default_value = "head.safetensors")]
+        out: PathBuf,
+        /// Seed of the query split, the shuffling and the negative sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Maximum passes over the training examples.
+        #[arg(long, default_value_t = 30)]
+        epochs: usize,
+        /// Learning rate of AdamW.
+        #[arg(long, default_value_t = 1e-4)]
+        learning_rate: f64,
+        /// Softmax temperature on cosine scores.
+        #[arg(long, default_value_t = 0.05)]
+        temperature: f64,
+        /// Directory for cached encoder features (token states), reused across runs.
+        #[arg(long, value_name = "DIR", default_value = "var/cache")]
+        cache_dir: PathBuf,
+        /// Field that contains the item id. Sets `catalog.id_field`.
+        #[arg(long)]
+        id_field: Option<String>,
+        /// Comma-separated fields joined into the embedded text. Sets `catalog.text_fields`.
+        #[arg(long, value_delimiter = ',')]
+        text_fields: Option<Vec<String>>,
+    },
     /// Print the OpenAPI document generated from the code.
     Openapi,
 }
@@ -121,6 +156,10 @@ fn main() -> anyhow::Result<()> {
             &[("catalog", "id_field", json!(id_field)), ("catalog", "text_fields", json!(text_fields))],
         ),
         Command::Serve { common, listen } => overrides(Some(common), &[("server", "listen", json!(listen))]),
+        Command::Train { common, id_field, text_fields, .. } => overrides(
+            Some(common),
+            &[("catalog", "id_field", json!(id_field)), ("catalog", "text_fields", json!(text_fields))],
+        ),
         Command::Recommend { common, .. } | Command::Eval { common, .. } => overrides(Some(common), &[]),
         Command::Openapi => overrides(None, &[]),
     };
@@ -134,6 +173,17 @@ fn main() -> anyhow::Result<()> {
             Command::Serve { .. } => commands::serve(&settings).await,
             Command::Recommend { text, k, explain, json, .. } => commands::recommend(&settings, text, k, explain, json).await,
             Command::Eval { judgments, threshold, limit, json, .. } => commands::eval(&settings, &judgments, threshold, limit, json).await,
+            Command::Train { catalog, judgments, out, seed, epochs, learning_rate, temperature, cache_dir, .. } => {
+                let options = attnrec::train::TrainOptions {
+                    seed,
+                    max_epochs: epochs,
+                    learning_rate,
+                    temperature,
+                    cache_dir,
+                    ..Default::default()
+                };
+                commands::train(&settings, &catalog, &judgments, &out, &options)
+            }
             Command::Openapi => {
                 commands::openapi();
                 Ok(())

@@ -51,7 +51,7 @@ pub struct AttentionHead {
 }
 
 impl AttentionHead {
-    /// The untrained head, which pools exactly like mean pooling.
+    /// Creates the untrained head, which pools exactly like mean pooling.
     pub fn untrained(dim: usize, device: &Device) -> Result<Self, PoolingError> {
         Ok(Self {
             w_attn: Tensor::zeros((dim, dim), DType::F32, device)?,
@@ -62,11 +62,11 @@ impl AttentionHead {
 
     /// Loads a head saved by [`AttentionHead::save`] and checks it fits a `dim`-wide encoder.
     pub fn load(path: &Path, dim: usize, device: &Device) -> Result<Self, PoolingError> {
-        let shown = path.display().to_string();
+        let path_text = path.display().to_string();
         let mut tensors = candle_core::safetensors::load(path, device)
-            .map_err(|err| PoolingError::Load { path: shown.clone(), message: err.to_string() })?;
+            .map_err(|err| PoolingError::Load { path: path_text.clone(), message: err.to_string() })?;
         let mut take = |name: &'static str| -> Result<Tensor, PoolingError> {
-            let tensor = tensors.remove(name).ok_or(PoolingError::MissingTensor { path: shown.clone(), name })?;
+            let tensor = tensors.remove(name).ok_or(PoolingError::MissingTensor { path: path_text.clone(), name })?;
             if tensor.dims() != [dim, dim] {
                 return Err(PoolingError::WrongShape { name, found: tensor.dims().to_vec(), dim });
             }

@@ -1,5 +1,5 @@
-//! The recommendation service: loads a data directory with its model and head, and answers
-//! free-text queries with the top-k items. Shared by the HTTP server and the CLI.
+//! The recommendation service: loads a data directory with its model and head, and returns
+//! the top-k items for free-text queries. Shared by the HTTP server and the CLI.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +35,8 @@ pub enum ServiceError {
     Encoder(#[from] EncoderError),
     #[error(transparent)]
     Pooling(#[from] PoolingError),
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }

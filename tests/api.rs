@@ -238,7 +238,7 @@ async fn concurrent_requests_match_single_results() {
 
     let server = Arc::new(server);
     let mut tasks = Vec::new();
-    for round in 0..50 {
+    for round in 0..200 {
         let server = server.clone();
         let query = queries[round % queries.len()];
         tasks.push(tokio::spawn(async move { (round % queries.len(), server.recommend(json!({"query": query, "k": 5})).await) }));
@@ -249,4 +249,15 @@ async fn concurrent_requests_match_single_results() {
         let ids = |items: &serde_json::Value| items.as_array().unwrap().iter().map(|item| item["id"].clone()).collect::<Vec<_>>();
         assert_eq!(ids(&body["items"]), ids(&expected[which]), "query {which} ranked differently inside a batch");
     }
+}
+
+#[tokio::test]
+async fn text_over_token_budget_runs_alone() {
+    let mut fixture = Fixture::new();
+    fixture.index().await;
+    fixture.settings.batching.max_batch_tokens = 8;
+    let server = TestServer::start(&fixture.settings).await;
+    let (status, body) = server.recommend(json!({"query": "red kettle and blue mug and black hiking boots", "k": 2})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 2);
 }

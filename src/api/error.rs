@@ -8,7 +8,7 @@ use crate::batcher::EngineError;
 use crate::metrics::METRICS;
 use crate::service::ServiceError;
 
-/// Seconds a client is told to wait after a 429 or 503.
+/// Seconds a client should wait before retrying a 429 or 503.
 const RETRY_AFTER_SECONDS: &str = "1";
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -21,7 +21,7 @@ pub struct ErrorDetail {
     /// Stable, machine-readable error code.
     #[schema(example = "invalid_request")]
     pub code: String,
-    /// What went wrong and how to fix it.
+    /// Description of the failure and of the fix.
     #[schema(example = "invalid k: is 0; use a value from 1 to 100")]
     pub message: String,
     /// The request field at fault, when there is one.
@@ -30,7 +30,7 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
-/// An error answer: status, code, message and the field at fault.
+/// An error response: status, code, message and the field at fault.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -12,7 +12,7 @@ use crate::metrics::METRICS;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Longest client-supplied request id that is kept; longer or non-printable ids are replaced.
+/// Maximum length of a client-supplied request id. Longer or non-printable ids are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Takes the request id from `X-Request-Id` (or makes one), runs the request inside a span

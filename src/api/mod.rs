@@ -25,11 +25,11 @@ pub use types::{Explanation, HealthResponse, ItemScore, ReadyResponse, Recommend
 use crate::config::Settings;
 use crate::service::Recommender;
 
-/// What every handler shares.
+/// State shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub recommender: Arc<Recommender>,
-    /// Requests in flight; when none is left the request is answered 429.
+    /// Permits for requests in flight. A request that finds none gets 429.
     pub admission: Arc<Semaphore>,
     pub default_k: usize,
     pub request_timeout: Duration,

@@ -63,7 +63,7 @@ pub struct ReadyResponse {
     /// Items in the search index.
     #[schema(example = 10000)]
     pub items: usize,
-    /// Where the encoder runs: "cpu" or "cuda:0".
+    /// Device of the encoder: "cpu" or "cuda:0".
     #[schema(example = "cpu")]
     pub device: String,
 }

@@ -2,11 +2,11 @@
 
 use std::collections::VecDeque;
 
-/// What the scheduler needs to know about a waiting text.
+/// Properties of a waiting text that the scheduler reads.
 pub trait PendingText {
     /// Tokens of the text, special tokens included.
     fn tokens(&self) -> usize;
-    /// True when nobody waits for the result any more (the client disconnected).
+    /// True when the client disconnected and the result is no longer awaited.
     fn is_cancelled(&self) -> bool;
 }
 
@@ -91,17 +91,17 @@ impl<T: PendingText> BatchQueue<T> {
         // Take the chosen texts out in arrival order and leave the others in theirs.
         chosen.sort_unstable();
         let mut batch = Vec::with_capacity(chosen.len());
-        let mut kept = VecDeque::with_capacity(self.pending.len() - chosen.len());
+        let mut remaining = VecDeque::with_capacity(self.pending.len() - chosen.len());
         let mut next_chosen = chosen.iter().peekable();
         for (index, text) in self.pending.drain(..).enumerate() {
             if next_chosen.peek() == Some(&&index) {
                 next_chosen.next();
                 batch.push(text);
             } else {
-                kept.push_back(text);
+                remaining.push_back(text);
             }
         }
-        self.pending = kept;
+        self.pending = remaining;
         batch
     }
 }

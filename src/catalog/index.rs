@@ -53,7 +53,7 @@ impl VectorIndex {
         inner.load(&path.to_string_lossy()).map_err(index_error)?;
         if inner.dimensions() != dimensions {
             return Err(CatalogError::Index(format!(
-                "{} holds {}-dimensional vectors, expected {dimensions}",
+                "{} contains {}-dimensional vectors, expected {dimensions}",
                 path.display(),
                 inner.dimensions()
             )));

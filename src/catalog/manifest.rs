@@ -37,7 +37,7 @@ pub struct ModelRecord {
 pub struct HeadRecord {
     /// SHA-256 of the head's parameter values.
     pub checksum: String,
-    /// True when the data directory holds a trained head in head.safetensors; false means
+    /// True when the data directory contains a trained head in head.safetensors; false means
     /// the untrained head (mean pooling).
     pub stored: bool,
 }

@@ -23,7 +23,7 @@ pub struct Item {
     pub id: String,
     /// Shown to shoppers in results.
     pub title: String,
-    /// What is embedded: the configured text fields joined with ". ".
+    /// Embedded text: the configured text fields joined with ". ".
     pub text: String,
     /// Every other field of the row, kept for display and filtering.
     pub attributes: serde_json::Map<String, serde_json::Value>,

@@ -24,7 +24,7 @@ impl CatalogFormat {
     }
 }
 
-/// Which fields are the id and the text.
+/// Names of the id field and the text fields.
 #[derive(Debug, Clone)]
 pub struct FieldSelection {
     pub id_field: String,

@@ -100,7 +100,7 @@ impl ItemStore {
     }
 
     /// Copies the write-ahead log into the database file and closes the connections, so the
-    /// database file alone holds every committed row.
+    /// database file alone contains every committed row.
     pub async fn close(self) -> Result<(), CatalogError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
         self.pool.close().await;

@@ -54,7 +54,7 @@ impl Encoder {
         Ok(Self { model, tokenizer, device, hidden_size: config.hidden_size, pad_id })
     }
 
-    /// The tokenizer, shared so that tokenization can run on other threads.
+    /// Returns the tokenizer, shared so that tokenization can run on other threads.
     pub fn tokenizer(&self) -> &Arc<TextTokenizer> {
         &self.tokenizer
     }

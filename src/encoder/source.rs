@@ -1,4 +1,4 @@
-//! Where model files come from: a local directory, or a Hugging Face Hub id resolved from the
+//! Model file sources: a local directory, or a Hugging Face Hub id resolved from the
 //! local Hub cache and, with the `hub` feature, downloaded when missing.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ pub enum ModelSource {
 /// Paths of a model's files on local disk.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
-    /// How the model was named in the configuration, for messages and the manifest.
+    /// Model name as configured, for messages and the manifest.
     pub name: String,
     pub config: PathBuf,
     pub tokenizer: PathBuf,

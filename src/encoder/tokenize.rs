@@ -80,7 +80,7 @@ impl TextTokenizer {
         texts.iter().map(|text| self.tokenize(text.as_ref())).collect()
     }
 
-    /// The id used to pad batches: the tokenizer's `[PAD]` token, or 0 when it has none.
+    /// Returns the id used to pad batches: the tokenizer's `[PAD]` token, or 0 when it has none.
     pub fn pad_id(&self) -> u32 {
         self.inner.token_to_id("[PAD]").or_else(|| self.inner.token_to_id("<pad>")).unwrap_or(0)
     }
