@@ -24,8 +24,12 @@ index-demo: build models
 test: models
 	$(CARGO) test --locked
 
+# Writes to a temporary file first: redirecting straight into openapi.yaml would empty it
+# before cargo compiles it into the binary.
 openapi:
-	$(CARGO) run --quiet -- openapi > openapi.yaml
+	$(CARGO) run --quiet -- openapi > openapi.yaml.partial
+	mv openapi.yaml.partial openapi.yaml
+	$(CARGO) build --quiet
 
 clean:
 	rm -rf $(DATA_DIR)

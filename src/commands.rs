@@ -105,7 +105,30 @@ pub async fn eval(settings: &Settings, judgments: &Path, threshold: f64, limit: 
     println!("| nDCG@10 | recall@10 | recall@100 | MRR@10 |");
     println!("|---|---|---|---|");
     println!("| {:.4} | {:.4} | {:.4} | {:.4} |", report.ndcg_at_10, report.recall_at_10, report.recall_at_100, report.mrr_at_10);
-    println!("unjudged items count as non-relevant; {:.1} s", report.seconds);
+    println!("nDCG uses the grade as gain; unjudged items count as non-relevant; {:.1} s", report.seconds);
+    Ok(())
+}
+
+/// `attnrec eval --catalog`: compares retrieval methods on the same queries.
+pub fn compare(settings: &Settings, catalog: &Path, judgments: &Path, options: &crate::eval::CompareOptions, json: bool) -> anyhow::Result<()> {
+    let mut options = options.clone();
+    if options.head.is_none() {
+        let stored = settings.data_dir.join(crate::catalog::HEAD_FILE);
+        options.head = stored.is_file().then_some(stored);
+    }
+    let reports = crate::eval::compare_methods(settings, catalog, judgments, &options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    print!("{}", crate::eval::markdown_table(&reports));
+    println!(
+        "relevant: grade >= {}; nDCG uses the grade as gain; unjudged items count as non-relevant",
+        options.threshold
+    );
+    if let Some(dir) = &options.out_dir {
+        println!("table and chart written to {}", dir.display());
+    }
     Ok(())
 }
 

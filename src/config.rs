@@ -216,7 +216,9 @@ impl Settings {
             None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_PATH)),
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("ATTNREC_").split("__"))
+            // Only ATTNREC_<SECTION>__<KEY> and ATTNREC_DATA_DIR are settings, so other
+            // ATTNREC_ variables (used by tests and benchmarks) are not rejected as unknown keys.
+            .merge(Env::prefixed("ATTNREC_").filter(|key| key.as_str().contains("__") || key == "data_dir").split("__"))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -289,6 +291,7 @@ mod tests {
             jail.create_file("custom.toml", "[server]\nmax_k = 50\ndefault_k = 5\n")?;
             jail.set_env("ATTNREC_SERVER__MAX_K", "70");
             jail.set_env("ATTNREC_MODEL__MAX_TOKENS", "64");
+            jail.set_env("ATTNREC_TEST_MODEL_DIR", "/elsewhere");
             let flags = serde_json::json!({ "model": { "max_tokens": 32 } });
             let settings = Settings::load(Some(Path::new("custom.toml")), flags).unwrap();
             assert_eq!(settings.server.max_k, 70);

@@ -72,12 +72,34 @@ enum Command {
         json: bool,
     },
     /// Measure nDCG@10, recall@10, recall@100 and MRR@10 against relevance judgments.
+    ///
+    /// With --catalog, compares BM25, CLS pooling, mean pooling, the trained head (--head, or
+    /// the data directory's) and a BM25 hybrid, each ranking the whole catalogue exactly.
+    /// Without it, measures the served pipeline of --data-dir (head and HNSW index).
     Eval {
         #[command(flatten)]
         common: Common,
         /// Judgments CSV with the columns query,id,relevance.
         #[arg(long, value_name = "FILE")]
         judgments: PathBuf,
+        /// Catalogue file the judgments refer to; turns on the comparison of methods.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Trained head to evaluate (default: the data directory's head, when it has one).
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+        /// Queries to evaluate: the held-out test split of `attnrec train`, or all.
+        #[arg(long, value_enum, default_value_t = attnrec::train::Split::All)]
+        split: attnrec::train::Split,
+        /// Seed of the query split; use the one given to `attnrec train`.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Directory for the Markdown table (eval.md) and bar chart (eval.png).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Directory of cached encoder features, shared with `attnrec train`.
+        #[arg(long, value_name = "DIR", default_value = "var/cache")]
+        cache_dir: PathBuf,
         /// Lowest relevance that counts as relevant for recall and MRR.
         #[arg(long, default_value_t = 2.5)]
         threshold: f64,
@@ -107,9 +129,15 @@ enum Command {
         /// Maximum passes over the training examples.
         #[arg(long, default_value_t = 30)]
         epochs: usize,
-        /// Learning rate of AdamW.
-        #[arg(long, default_value_t = 1e-4)]
+        /// Learning rate of AdamW for W_q and W_score.
+        #[arg(long, default_value_t = 3e-6)]
         learning_rate: f64,
+        /// Learning rate of AdamW for W_attn.
+        #[arg(long, default_value_t = 3e-4)]
+        attention_learning_rate: f64,
+        /// Hard negatives sampled per example.
+        #[arg(long, default_value_t = 4)]
+        hard_negatives: usize,
         /// Softmax temperature on cosine scores.
         #[arg(long, default_value_t = 0.05)]
         temperature: f64,
@@ -172,12 +200,20 @@ fn main() -> anyhow::Result<()> {
             Command::Index { catalog, head, .. } => commands::index(&settings, &catalog, head.as_deref()).await,
             Command::Serve { .. } => commands::serve(&settings).await,
             Command::Recommend { text, k, explain, json, .. } => commands::recommend(&settings, text, k, explain, json).await,
+            Command::Eval { judgments, catalog: Some(catalog), head, split, seed, out_dir, cache_dir, threshold, limit, json, .. } => {
+                let options = attnrec::eval::CompareOptions { head, split, seed, threshold, limit, cache_dir, out_dir };
+                commands::compare(&settings, &catalog, &judgments, &options, json)
+            }
             Command::Eval { judgments, threshold, limit, json, .. } => commands::eval(&settings, &judgments, threshold, limit, json).await,
-            Command::Train { catalog, judgments, out, seed, epochs, learning_rate, temperature, cache_dir, .. } => {
+            Command::Train {
+                catalog, judgments, out, seed, epochs, learning_rate, attention_learning_rate, hard_negatives, temperature, cache_dir, ..
+            } => {
                 let options = attnrec::train::TrainOptions {
                     seed,
                     max_epochs: epochs,
                     learning_rate,
+                    attention_learning_rate,
+                    hard_negatives,
                     temperature,
                     cache_dir,
                     ..Default::default()

@@ -100,7 +100,11 @@ fn trained_head_attends_to_deciding_words() {
     let (catalog, judgments) = write_synthetic(dir.path());
     let mut settings = Settings::default();
     settings.model.source = real_model_dir().display().to_string();
-    let options = TrainOptions { learning_rate: 1e-4, max_epochs: 40, patience: 5, cache_dir: dir.path().join("cache"), ..TrainOptions::default() };
+    let options = TrainOptions {
+        learning_rate: 1e-4,
+        attention_learning_rate: 1e-2,
+        max_epochs: 40,
+        patience: 5, cache_dir: dir.path().join("cache"), ..TrainOptions::default() };
     let out = dir.path().join("head.safetensors");
     let report = train(&settings, &catalog, &judgments, &out, &options).unwrap();
     assert!(report.best_validation_ndcg_at_10 > report.baseline_validation_ndcg_at_10, "{report:?}");
@@ -137,4 +141,35 @@ fn trained_head_attends_to_deciding_words() {
     let largest = words.iter().max_by(|a, b| a.weight.total_cmp(&b.weight)).unwrap();
     assert!(["red", "kettle"].contains(&largest.text.as_str()), "the largest weight is on {:?}: {words:?}", largest.text);
     println!("attention: {words:?}; top-1 accuracy trained {trained_accuracy:.3}, mean pooling {mean_accuracy:.3}");
+}
+
+#[test]
+fn eval_compares_methods_and_writes_report() {
+    let fixture = Fixture::new();
+    let (catalog, judgments) = write_synthetic(fixture.dir.path());
+    let options = TrainOptions { max_epochs: 2, cache_dir: fixture.path("cache"), ..TrainOptions::default() };
+    let head = fixture.path("head.safetensors");
+    train(&fixture.settings, &catalog, &judgments, &head, &options).unwrap();
+
+    let compare = attnrec::eval::CompareOptions {
+        head: Some(head),
+        split: Split::Test,
+        seed: options.seed,
+        threshold: 2.5,
+        limit: None,
+        cache_dir: fixture.path("cache"),
+        out_dir: Some(fixture.path("report")),
+    };
+    let reports = attnrec::eval::compare_methods(&fixture.settings, &catalog, &judgments, &compare).unwrap();
+    let names: Vec<&str> = reports.iter().map(|report| report.name.as_str()).collect();
+    assert_eq!(names, vec!["BM25", "CLS pooling", "mean pooling (untrained head)", "dynamic-attention head (trained)", "hybrid: BM25 + trained head (RRF)"]);
+    assert!(reports.iter().all(|report| report.queries > 0));
+    assert!(reports.iter().all(|report| (0.0..=1.0).contains(&report.ndcg_at_10)));
+
+    let table = std::fs::read_to_string(fixture.path("report/eval.md")).unwrap();
+    assert!(table.contains("| BM25 |"), "{table}");
+    if std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
+        let png = std::fs::read(fixture.path("report/eval.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
 }

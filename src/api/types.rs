@@ -9,12 +9,14 @@ use crate::explain::WordWeight;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"query": "hobbit goes on a journey to destroy a ring", "k": 5, "explain": true}))]
 pub struct RecommendRequest {
-    /// The shopper's free text, in any language. Must contain a non-whitespace character.
+    /// The shopper's free text, in any language. Must contain a non-whitespace character and
+    /// be at most `server.max_query_chars` (default 2000) characters long.
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub query: String,
     /// Number of items to return, from 1 to the server's `server.max_k` (default 100).
     /// Defaults to `server.default_k` (10). Fewer come back when the catalogue is smaller.
     #[serde(default)]
-    #[schema(minimum = 1, example = 5)]
+    #[schema(minimum = 1, maximum = 100, example = 5)]
     pub k: Option<usize>,
     /// Return the attention weight of each word of the query.
     #[serde(default)]

@@ -30,6 +30,12 @@ impl Encoder {
     /// Loads the model weights (f32) and tokenizer. `max_tokens` may not exceed the model's
     /// position embeddings.
     pub fn load(files: &ModelFiles, max_tokens: usize, device: Device) -> Result<Self, EncoderError> {
+        Self::load_with_dtype(files, max_tokens, device, DType::F32)
+    }
+
+    /// Loads the model with its weights and activations in `dtype` (f32, f16 or bf16). Token
+    /// states are always returned in f32.
+    pub fn load_with_dtype(files: &ModelFiles, max_tokens: usize, device: Device, dtype: DType) -> Result<Self, EncoderError> {
         let config_text = std::fs::read_to_string(&files.config)
             .map_err(|source| EncoderError::Io { path: files.config.clone(), source })?;
         let config: BertConfig = serde_json::from_str(&config_text)
@@ -46,7 +52,7 @@ impl Encoder {
 
         let tokenizer = Arc::new(TextTokenizer::from_file(&files.tokenizer, max_tokens)?);
         // SAFETY: the weights file is memory-mapped read-only and is not modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], DType::F32, &device)? };
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], dtype, &device)? };
         let model = BertModel::load(vb, &config)?;
         let pad_id = tokenizer.pad_id();
         tracing::info!(model = %files.name, device = %device_label(&device), hidden = config.hidden_size,
@@ -87,7 +93,7 @@ impl Encoder {
         let ids = Tensor::from_vec(ids, (batch, longest), &self.device)?;
         let mask = Tensor::from_vec(mask, (batch, longest), &self.device)?;
         let token_types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?.to_dtype(DType::F32)?;
         Ok(TokenStates { hidden, mask: mask.to_dtype(DType::F32)? })
     }
 }

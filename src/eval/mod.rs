@@ -1,6 +1,9 @@
 //! `attnrec eval`: offline ranking quality of a data directory against relevance judgments
 //! (`query,id,relevance` CSV).
 
+mod bm25;
+mod chart;
+mod compare;
 mod metrics;
 
 use std::collections::HashMap;
@@ -9,6 +12,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use bm25::{Bm25Error, Bm25Index};
+pub use compare::{compare_methods, markdown_table, reciprocal_rank_fusion, CompareOptions, MethodReport};
 pub use metrics::{ndcg_at, recall_at, reciprocal_rank_at};
 
 use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, INDEX_FILE};

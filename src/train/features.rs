@@ -28,6 +28,8 @@ pub struct QueryFeatures {
 pub struct ItemFeatures {
     /// (items, hidden) in f32: the mean of each item's token states.
     pub means: Tensor,
+    /// (items, hidden) in f32: each item's first ([CLS]) token state, for the CLS baseline.
+    pub cls: Tensor,
 }
 
 /// Names a cache file after everything that determines its content.
@@ -99,13 +101,13 @@ pub fn query_features(encoder: &Encoder, queries: &[String], cache_dir: &Path, f
     Ok(features)
 }
 
-/// Returns the mean token state of each item text, from `cache_dir` when present. Texts are
+/// Returns the mean and the first token state of each item text, from `cache_dir` when present. Texts are
 /// encoded in order of length so that batches carry little padding.
 pub fn item_features(encoder: &Encoder, texts: &[String], cache_dir: &Path, fingerprint: &str) -> Result<ItemFeatures, ServiceError> {
     let path = cache_dir.join(format!("items-{}.safetensors", cache_key(fingerprint, encoder.tokenizer().max_tokens(), texts)));
     if let Some(mut cached) = load_cached(&path, encoder.device()) {
-        if let Some(means) = cached.remove("means") {
-            return Ok(ItemFeatures { means });
+        if let (Some(means), Some(cls)) = (cached.remove("means"), cached.remove("cls")) {
+            return Ok(ItemFeatures { means, cls });
         }
     }
 
@@ -114,19 +116,25 @@ pub fn item_features(encoder: &Encoder, texts: &[String], cache_dir: &Path, fing
     order.sort_by_key(|&position| tokenized[position].len());
     let hidden = encoder.hidden_size();
     let mut means = vec![0f32; texts.len() * hidden];
+    let mut cls = vec![0f32; texts.len() * hidden];
     let bar = progress(texts.len(), "items");
     for chunk in order.chunks(BATCH) {
         let batch: Vec<&TokenizedText> = chunk.iter().map(|&position| &tokenized[position]).collect();
         let output = encoder.forward(&batch)?;
         let rows = masked_mean(&output.hidden, &output.mask)?.to_vec2::<f32>()?;
-        for (&position, row) in chunk.iter().zip(rows) {
+        let first = output.hidden.narrow(1, 0, 1)?.squeeze(1)?.to_vec2::<f32>()?;
+        for ((&position, row), first) in chunk.iter().zip(rows).zip(first) {
             means[position * hidden..(position + 1) * hidden].copy_from_slice(&row);
+            cls[position * hidden..(position + 1) * hidden].copy_from_slice(&first);
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
 
-    let features = ItemFeatures { means: Tensor::from_vec(means, (texts.len(), hidden), encoder.device())? };
-    save_cache(&path, [("means".to_string(), features.means.clone())].into());
+    let features = ItemFeatures {
+        means: Tensor::from_vec(means, (texts.len(), hidden), encoder.device())?,
+        cls: Tensor::from_vec(cls, (texts.len(), hidden), encoder.device())?,
+    };
+    save_cache(&path, [("means".to_string(), features.means.clone()), ("cls".to_string(), features.cls.clone())].into());
     Ok(features)
 }
