@@ -1,14 +1,15 @@
 //! HNSW (usearch) against exact search: query time and recall@10 at 100k and 1M vectors.
 //!
 //! The vectors are real catalogue embeddings (read from a data directory built by
-//! `attnrec index`), repeated with Gaussian noise up to the target size, so they are clustered
-//! like real embeddings rather than uniformly random, which is the unrealistic worst case for
-//! any HNSW. Queries are further noisy copies of random catalogue vectors.
+//! `attnrec index`), repeated with Gaussian noise up to the target size. They are therefore
+//! clustered like real embeddings, unlike uniformly random vectors, which are the unrealistic
+//! worst case for any HNSW. Queries are further noisy copies of random catalogue vectors.
 //!
 //! Run: `cargo bench --bench ann`, with
 //! - `ATTNREC_ANN_DATA_DIR` (default `var/homedepot`): the data directory to read vectors from;
 //! - `ATTNREC_ANN_SIZES` (default `100000,1000000`): index sizes;
-//! - `ATTNREC_ANN_QUERIES` (default 200): queries per size.
+//! - `ATTNREC_ANN_QUERIES` (default 200): queries per size;
+//! - `ATTNREC_ANN_SCALARS` (default `f32,f16`): vector storage types to measure.
 
 use std::time::Instant;
 
@@ -63,6 +64,14 @@ fn main() {
         .split(',')
         .map(|size| size.trim().parse().expect("sizes are integers"))
         .collect();
+    let scalars: Vec<ScalarChoice> = std::env::var("ATTNREC_ANN_SCALARS")
+        .unwrap_or_else(|_| "f32,f16".into())
+        .split(',')
+        .map(|name| match name.trim() {
+            "f16" => ScalarChoice::F16,
+            _ => ScalarChoice::F32,
+        })
+        .collect();
     let query_count: usize = std::env::var("ATTNREC_ANN_QUERIES").ok().and_then(|value| value.parse().ok()).unwrap_or(200);
     if !data_dir.join(INDEX_FILE).exists() {
         eprintln!("{} has no index; build one with `attnrec index` or set ATTNREC_ANN_DATA_DIR", data_dir.display());
@@ -77,7 +86,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
 
     for &size in &sizes {
-        for scalar in [ScalarChoice::F32, ScalarChoice::F16] {
+        for &scalar in &scalars {
             let mut rng = StdRng::seed_from_u64(size as u64);
             let vectors: Vec<Vec<f32>> = (0..size).map(|i| noisy_unit(&base[i % base.len()], ITEM_NOISE, &mut rng)).collect();
             let queries: Vec<Vec<f32>> =

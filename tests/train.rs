@@ -1,5 +1,5 @@
 //! Training the pooling head: determinism with the tiny model, and a synthetic catalogue
-//! where one or two words among filler decide the answer, with the real model.
+//! where one or two words among filler decide the right item, with the real model.
 
 mod common;
 

@@ -31,7 +31,7 @@ pub struct CompareOptions {
     pub threshold: f64,
     pub limit: Option<usize>,
     pub cache_dir: PathBuf,
-    /// Where the Markdown table and PNG chart are written; nothing is written when None.
+    /// Output directory of the Markdown table and PNG chart; nothing is written when None.
     pub out_dir: Option<PathBuf>,
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Each example pairs a training query with one item judged relevant to it. The loss is a
 //! softmax cross-entropy over that item, the other examples' items in the batch (in-batch
-//! negatives) and hard negatives: items the untrained head (mean pooling) ranks high for the
-//! query that are judged irrelevant or not judged at all. Examples are weighted by their grade.
+//! negatives) and hard negatives. Hard negatives are items that the untrained head (mean
+//! pooling) ranks high for the query but that are judged irrelevant or not judged at all. Examples are weighted by their grade.
 //! Training stops early when nDCG@10 on the validation queries has not improved for a few
 //! epochs, and the best head is kept. Test queries are never read.
 
