@@ -58,8 +58,9 @@ pub fn reciprocal_rank_fusion(rankings: &[&[usize]], depth: usize) -> Vec<usize>
     fused.into_iter().take(depth).map(|(item, _)| item).collect()
 }
 
-/// Best `depth` item rows per query by inner product of unit vectors.
-fn rank_exact(queries: &Tensor, items: &Tensor, depth: usize) -> Result<Vec<Vec<usize>>, PoolingError> {
+/// Returns the best `depth` item rows per query by inner product of unit vectors, best first
+/// (ties broken by the lower row).
+pub fn rank_exact(queries: &Tensor, items: &Tensor, depth: usize) -> Result<Vec<Vec<usize>>, PoolingError> {
     let mut ranked = Vec::with_capacity(queries.dim(0)?);
     let rows = queries.dim(0)?;
     for start in (0..rows).step_by(256) {

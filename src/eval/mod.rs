@@ -13,7 +13,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use bm25::{Bm25Error, Bm25Index};
-pub use compare::{compare_methods, markdown_table, reciprocal_rank_fusion, CompareOptions, MethodReport};
+pub use compare::{compare_methods, markdown_table, rank_exact, reciprocal_rank_fusion, CompareOptions, MethodReport};
 pub use metrics::{ndcg_at, recall_at, reciprocal_rank_at};
 
 use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, INDEX_FILE};

@@ -29,7 +29,7 @@ pub use split::{in_split, split_of, Split, SplitFractions};
 use crate::catalog::{read_catalog, FieldSelection};
 use crate::config::Settings;
 use crate::encoder::TokenStates;
-use crate::eval::{ndcg_at, read_judgments};
+use crate::eval::{ndcg_at, rank_exact, read_judgments};
 use crate::pooling::{l2_normalize, AttentionHead, PoolingError};
 use crate::service::{load_model, ServiceError};
 
@@ -286,17 +286,7 @@ fn top_items(head: &AttentionHead, queries: &QueryFeatures, rows: &[u32], items:
     let mut ranked = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(256) {
         let vectors = head.pool_queries(&query_states(queries, chunk)?)?.vectors;
-        let scores = vectors.matmul(&items.t()?)?.to_vec2::<f32>()?;
-        for row in scores {
-            let mut positions: Vec<usize> = (0..row.len()).collect();
-            let keep = keep.min(row.len());
-            if keep < row.len() {
-                positions.select_nth_unstable_by(keep, |a, b| row[*b].total_cmp(&row[*a]));
-                positions.truncate(keep);
-            }
-            positions.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
-            ranked.push(positions);
-        }
+        ranked.extend(rank_exact(&vectors, items, keep)?);
     }
     Ok(ranked)
 }
