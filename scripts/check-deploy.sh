@@ -359,7 +359,7 @@ echo "=== Starting attnrec serve ($attnrec_bin)"
 if start_server; then
   run_check "served /openapi.yaml matches openapi.yaml" check_served_openapi
   run_check "schemathesis $base_url/openapi.yaml" check_schemathesis
-  # After schemathesis, so the scrape holds series for many routes and status codes.
+  # After schemathesis, so the scrape contains series for many routes and status codes.
   run_check "promtool check metrics $base_url/metrics" check_metrics
   run_check "dashboard metrics in /metrics" check_dashboard_metrics
 else

@@ -120,7 +120,7 @@ enum Command {
         /// Judgments CSV with the columns query,id,relevance.
         #[arg(long, value_name = "FILE")]
         judgments: PathBuf,
-        /// Where to write the head (safetensors); the JSON report goes beside it.
+        /// Output file of the head (safetensors). The JSON report is written beside it.
         #[arg(long, value_name = "FILE", default_value = "head.safetensors")]
         out: PathBuf,
         /// Seed of the query split, the shuffling and the negative sampling.

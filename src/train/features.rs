@@ -44,10 +44,10 @@ pub fn cache_key(model_fingerprint: &str, max_tokens: usize, texts: &[String]) -
     hex::encode(&hasher.finalize()[..12])
 }
 
-fn progress(total: usize, what: &str) -> ProgressBar {
+fn progress(total: usize, noun: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template(&format!("encoding {what} {{pos}}/{{len}} [{{bar:40}}] eta {{eta}}")).expect("valid template"),
+        ProgressStyle::with_template(&format!("encoding {noun} {{pos}}/{{len}} [{{bar:40}}] eta {{eta}}")).expect("valid template"),
     );
     bar
 }

@@ -44,9 +44,9 @@ pub fn split_of(query: &str, seed: u64, fractions: SplitFractions) -> Split {
     }
 }
 
-/// True when `query` belongs to `wanted` (every query belongs to `All`).
-pub fn in_split(query: &str, wanted: Split, seed: u64, fractions: SplitFractions) -> bool {
-    wanted == Split::All || split_of(query, seed, fractions) == wanted
+/// True when `query` belongs to `split` (every query belongs to `All`).
+pub fn in_split(query: &str, split: Split, seed: u64, fractions: SplitFractions) -> bool {
+    split == Split::All || split_of(query, seed, fractions) == split
 }
 
 #[cfg(test)]

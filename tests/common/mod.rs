@@ -112,8 +112,8 @@ impl Drop for TestServer {
     }
 }
 
-/// The real all-MiniLM-L6-v2 directory (fetched by scripts/fetch-models.sh), or a panic that
-/// says how to get it.
+/// The real all-MiniLM-L6-v2 directory (fetched by scripts/fetch-models.sh), or a panic that explains
+/// how to get it.
 pub fn real_model_dir() -> PathBuf {
     let dir = std::env::var("ATTNREC_TEST_MODEL_DIR")
         .map(PathBuf::from)
