@@ -33,10 +33,47 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
         .with_context(|| format!("failed to listen on {}; set --listen or server.listen to a free address", settings.server.listen))?;
     tracing::info!(address = %listener.local_addr()?, device = recommender.device(), "listening");
 
-    let app = api::router(AppState::new(recommender, settings), settings.server.body_limit_bytes);
+    if settings.auth.api_keys.is_empty() {
+        tracing::warn!("no API key is configured (auth.api_keys), so the write endpoints answer 403");
+    }
+    if settings.feedback.hash_user_ids && settings.feedback.user_id_salt.is_empty() {
+        tracing::warn!("feedback.user_id_salt is empty, so hashed user ids can be recomputed by anyone who knows an id; set ATTNREC_FEEDBACK__USER_ID_SALT");
+    }
+
+    let upkeep = tokio::spawn(run_upkeep(recommender.clone(), settings.index.snapshot_interval_s));
+    let app = api::router(AppState::new(recommender.clone(), settings), settings.server.body_limit_bytes);
     api::serve(listener, app, shutdown_signal()).await?;
+    upkeep.abort();
+    // Requests have drained: every acknowledged write is already committed. Save the index
+    // so the next start has nothing to replay.
+    recommender.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Saves index snapshots every `snapshot_interval_s` seconds (when writes arrived) and
+/// deletes expired feedback hourly.
+async fn run_upkeep(recommender: Arc<Recommender>, snapshot_interval_s: u64) {
+    const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+    let mut retention = tokio::time::interval(RETENTION_INTERVAL);
+    // 0 means "only at shutdown": a period of a century never fires.
+    const CENTURY_SECONDS: u64 = 100 * 365 * 86_400;
+    let snapshot_period = std::time::Duration::from_secs(if snapshot_interval_s == 0 { CENTURY_SECONDS } else { snapshot_interval_s });
+    let mut snapshots = tokio::time::interval_at(tokio::time::Instant::now() + snapshot_period, snapshot_period);
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                if let Err(err) = recommender.apply_retention().await {
+                    tracing::error!(error = %err, "deleting expired feedback failed");
+                }
+            }
+            _ = snapshots.tick() => {
+                if let Err(err) = recommender.save_snapshot().await {
+                    tracing::error!(error = %err, "saving the index snapshot failed; the database still holds every write");
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -133,8 +170,8 @@ pub fn compare(settings: &Settings, catalog: &Path, judgments: &Path, options: &
 }
 
 /// `attnrec train`: learns a head and prints how it did on the validation queries.
-pub fn train(settings: &Settings, catalog: &Path, judgments: &Path, out: &Path, options: &crate::train::TrainOptions) -> anyhow::Result<()> {
-    let report = crate::train::train(settings, catalog, judgments, out, options)?;
+pub fn train(settings: &Settings, data: crate::train::TrainingData, out: &Path, options: &crate::train::TrainOptions) -> anyhow::Result<()> {
+    let report = crate::train::train_on(settings, data, out, options)?;
     println!(
         "trained on {} queries ({} examples) in {:.1} s; validation nDCG@10 {:.4} at epoch {} (untrained head: {:.4})",
         report.train_queries,

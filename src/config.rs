@@ -30,6 +30,8 @@ pub struct Settings {
     pub index: IndexSettings,
     pub batching: BatchingSettings,
     pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub feedback: FeedbackSettings,
     pub log: LogSettings,
 }
 
@@ -66,6 +68,10 @@ pub struct CatalogSettings {
     pub text_fields: Vec<String>,
     /// Items per forward pass while indexing.
     pub batch_size: usize,
+    /// Items accepted by one `POST /items/batch`.
+    pub max_batch_items: usize,
+    /// Longest accepted item title or text from the API, in characters.
+    pub max_text_chars: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +90,10 @@ pub struct IndexSettings {
     pub scalar: ScalarChoice,
     /// Concurrent searches; 0 means one per CPU core.
     pub search_threads: usize,
+    /// Seconds between index snapshots while writes arrive; 0 saves only at shutdown.
+    pub snapshot_interval_s: u64,
+    /// Share of removed vectors in the index above which it is rebuilt in the background.
+    pub rebuild_removed_ratio: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,7 +117,73 @@ pub struct ServerSettings {
     /// Unicode scalar values.
     pub max_query_chars: usize,
     pub body_limit_bytes: usize,
+    /// Largest accepted body of `POST /items/batch` and `POST /feedback/batch`.
+    pub batch_body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+}
+
+/// API keys. `Debug` prints how many keys there are, never the keys.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Accepted `Authorization: Bearer` keys. The environment variable takes a
+    /// comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub api_keys: Vec<String>,
+    /// Require a key on the read endpoints too (`/recommend`, `GET /items/{id}`).
+    pub protect_reads: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AuthSettings")
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("protect_reads", &self.protect_reads)
+            .finish()
+    }
+}
+
+/// The feedback log. `Debug` never prints the salt.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackSettings {
+    /// Store a keyed hash (HMAC-SHA256 with `user_id_salt`) of user ids instead of the ids.
+    pub hash_user_ids: bool,
+    /// Secret key of the user id hash. Set it through ATTNREC_FEEDBACK__USER_ID_SALT.
+    pub user_id_salt: String,
+    /// Events older than this many days are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+    /// Events accepted by one `POST /feedback/batch`.
+    pub max_batch_events: usize,
+}
+
+impl std::fmt::Debug for FeedbackSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FeedbackSettings")
+            .field("hash_user_ids", &self.hash_user_ids)
+            .field("user_id_salt", &if self.user_id_salt.is_empty() { "" } else { "[redacted]" })
+            .field("retention_days", &self.retention_days)
+            .field("max_batch_events", &self.max_batch_events)
+            .finish()
+    }
+}
+
+/// Accepts a list of strings, or one string of comma-separated values (the form an
+/// environment variable can carry). Empty entries are dropped.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        Text(String),
+    }
+    let values = match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(values) => values,
+        ListOrString::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(values.into_iter().map(|value| value.trim().to_string()).filter(|value| !value.is_empty()).collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +211,8 @@ impl Default for Settings {
             index: IndexSettings::default(),
             batching: BatchingSettings::default(),
             server: ServerSettings::default(),
+            auth: AuthSettings::default(),
+            feedback: FeedbackSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -153,7 +231,7 @@ impl Default for ModelSettings {
 
 impl Default for CatalogSettings {
     fn default() -> Self {
-        Self { id_field: "id".into(), text_fields: vec!["title".into()], batch_size: 64 }
+        Self { id_field: "id".into(), text_fields: vec!["title".into()], batch_size: 64, max_batch_items: 100, max_text_chars: 10_000 }
     }
 }
 
@@ -165,6 +243,8 @@ impl Default for IndexSettings {
             expansion_search: 64,
             scalar: ScalarChoice::F32,
             search_threads: 0,
+            snapshot_interval_s: 300,
+            rebuild_removed_ratio: 0.2,
         }
     }
 }
@@ -189,8 +269,15 @@ impl Default for ServerSettings {
             default_k: 10,
             max_query_chars: 2000,
             body_limit_bytes: 64 * 1024,
+            batch_body_limit_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 10_000,
         }
+    }
+}
+
+impl Default for FeedbackSettings {
+    fn default() -> Self {
+        Self { hash_user_ids: true, user_id_salt: String::new(), retention_days: 365, max_batch_events: 1000 }
     }
 }
 
@@ -241,6 +328,10 @@ impl Settings {
             ("server.max_k", self.server.max_k),
             ("server.max_query_chars", self.server.max_query_chars),
             ("server.body_limit_bytes", self.server.body_limit_bytes),
+            ("server.batch_body_limit_bytes", self.server.batch_body_limit_bytes),
+            ("catalog.max_batch_items", self.catalog.max_batch_items),
+            ("catalog.max_text_chars", self.catalog.max_text_chars),
+            ("feedback.max_batch_events", self.feedback.max_batch_events),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -257,6 +348,18 @@ impl Settings {
             return Err(ConfigError::OutOfRange {
                 field: "server.default_k",
                 problem: format!("is {}, must be between 1 and server.max_k ({})", self.server.default_k, self.server.max_k),
+            });
+        }
+        if !(self.index.rebuild_removed_ratio > 0.0 && self.index.rebuild_removed_ratio < 1.0) {
+            return Err(ConfigError::OutOfRange {
+                field: "index.rebuild_removed_ratio",
+                problem: format!("is {}, must be between 0 and 1 (exclusive)", self.index.rebuild_removed_ratio),
+            });
+        }
+        if self.auth.protect_reads && self.auth.api_keys.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                field: "auth.protect_reads",
+                problem: "is on but auth.api_keys is empty, so no request could be served; add a key".into(),
             });
         }
         if self.catalog.text_fields.is_empty() {
@@ -297,6 +400,18 @@ mod tests {
             assert_eq!(settings.server.max_k, 70);
             assert_eq!(settings.server.default_k, 5);
             assert_eq!(settings.model.max_tokens, 32);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn api_keys_from_env_redacted() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ATTNREC_AUTH__API_KEYS", "first-key, second-key,");
+            let settings = Settings::load(Some(Path::new("/dev/null")), serde_json::json!({})).unwrap();
+            assert_eq!(settings.auth.api_keys, vec!["first-key".to_string(), "second-key".to_string()]);
+            let printed = format!("{settings:?}");
+            assert!(!printed.contains("first-key"), "{printed}");
             Ok(())
         });
     }

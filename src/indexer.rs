@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::catalog::{
-    read_catalog, CatalogError, FieldSelection, HeadRecord, IndexRecord, ItemStore, Manifest, ModelRecord, VectorIndex,
-    DATABASE_FILE, HEAD_FILE, INDEX_FILE, MANIFEST_FILE, MANIFEST_FORMAT,
+    read_catalog, CatalogError, FieldSelection, HeadRecord, IndexRecord, ItemStore, Manifest, ModelRecord, SnapshotRecord, VectorIndex,
+    DATABASE_FILE, HEAD_FILE, INDEX_FILE, MANIFEST_FILE, MANIFEST_FORMAT, SNAPSHOT_FILE,
 };
 use crate::config::{ScalarChoice, Settings};
 use crate::encoder::{Encoder, TokenizedText};
@@ -77,6 +77,7 @@ pub async fn build_data_dir(settings: &Settings, catalog: &Path, head_path: Opti
         text_fields: fields.text_fields,
         created_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0),
     };
+    SnapshotRecord { seq: 0, items: items.len() as u64, saved_at: manifest.created_at }.write(&staging)?;
     manifest.write(&staging)?;
     replace_data_files(&staging, data_dir)?;
 
@@ -130,7 +131,7 @@ fn replace_data_files(staging: &Path, data_dir: &Path) -> Result<(), CatalogErro
     }
     let wal = format!("{DATABASE_FILE}-wal");
     let shm = format!("{DATABASE_FILE}-shm");
-    for stale in [wal.as_str(), shm.as_str(), HEAD_FILE] {
+    for stale in [wal.as_str(), shm.as_str(), HEAD_FILE, SNAPSHOT_FILE] {
         let path = data_dir.join(stale);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io(&path))?;
@@ -138,7 +139,7 @@ fn replace_data_files(staging: &Path, data_dir: &Path) -> Result<(), CatalogErro
     }
     // The write-ahead log was checkpointed on close; should it still exist, it contains
     // committed rows and moves with the database.
-    for name in [DATABASE_FILE, wal.as_str(), INDEX_FILE, HEAD_FILE, MANIFEST_FILE] {
+    for name in [DATABASE_FILE, wal.as_str(), INDEX_FILE, SNAPSHOT_FILE, HEAD_FILE, MANIFEST_FILE] {
         let from = staging.join(name);
         if from.exists() {
             std::fs::rename(&from, data_dir.join(name)).map_err(io(&from))?;

@@ -2,6 +2,7 @@
 //! learned dynamic-attention pooling head and an HNSW index.
 
 pub mod api;
+pub mod auth;
 pub mod batcher;
 pub mod catalog;
 pub mod commands;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod encoder;
 pub mod eval;
 pub mod explain;
+pub mod feedback;
 pub mod indexer;
 pub mod metrics;
 pub mod pooling;

@@ -110,16 +110,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Learn the pooling head from relevance judgments, with the encoder frozen.
+    /// Learn the pooling head from relevance judgments or from the feedback log, with the
+    /// encoder frozen.
     Train {
         #[command(flatten)]
         common: Common,
         /// Catalogue file the judgments refer to (CSV or JSON Lines).
-        #[arg(long, value_name = "FILE")]
-        catalog: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "judgments", required_unless_present = "feedback")]
+        catalog: Option<PathBuf>,
         /// Judgments CSV with the columns query,id,relevance.
-        #[arg(long, value_name = "FILE")]
-        judgments: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "catalog")]
+        judgments: Option<PathBuf>,
+        /// Train on the data directory's items and feedback log instead of files: each
+        /// (query, item) pair with events is graded by its strongest event (click 1,
+        /// add_to_cart 2, purchase 3, rating its value).
+        #[arg(long, conflicts_with_all = ["catalog", "judgments"])]
+        feedback: bool,
         /// Output file of the head (safetensors). The JSON report is written beside it.
         #[arg(long, value_name = "FILE", default_value = "head.safetensors")]
         out: PathBuf,
@@ -206,7 +212,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Eval { judgments, threshold, limit, json, .. } => commands::eval(&settings, &judgments, threshold, limit, json).await,
             Command::Train {
-                catalog, judgments, out, seed, epochs, learning_rate, attention_learning_rate, hard_negatives, temperature, cache_dir, ..
+                catalog, judgments, feedback, out, seed, epochs, learning_rate, attention_learning_rate, hard_negatives, temperature, cache_dir, ..
             } => {
                 let options = attnrec::train::TrainOptions {
                     seed,
@@ -218,7 +224,11 @@ fn main() -> anyhow::Result<()> {
                     cache_dir,
                     ..Default::default()
                 };
-                commands::train(&settings, &catalog, &judgments, &out, &options)
+                let data = match (catalog, judgments) {
+                    (Some(catalog), Some(judgments)) if !feedback => attnrec::train::TrainingData::from_files(&settings, &catalog, &judgments)?,
+                    _ => attnrec::train::feedback_training_data(&settings).await?,
+                };
+                commands::train(&settings, data, &out, &options)
             }
             Command::Openapi => {
                 commands::openapi();

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -26,6 +26,16 @@ pub struct Metrics {
     pub queue_depth_observed: Histogram,
     pub rejected: IntCounterVec,
     pub index_items: IntGauge,
+    pub items_written: IntCounterVec,
+    pub feedback_events: IntCounter,
+    pub index_rebuilds: IntCounter,
+    pub snapshot_seconds: Histogram,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("valid counter");
+    registry.register(Box::new(counter.clone())).expect("metric registered once");
+    counter
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -65,6 +75,10 @@ impl Metrics {
         let index_items = IntGauge::new("attnrec_index_items", "Vectors in the search index").expect("valid gauge");
         registry.register(Box::new(index_items.clone())).expect("metric registered once");
 
+        let items_written = IntCounterVec::new(Opts::new("attnrec_items_written_total", "Catalogue items written through the API, by operation"), &["op"])
+            .expect("valid counter");
+        registry.register(Box::new(items_written.clone())).expect("metric registered once");
+
         let sizes = exponential_buckets(1.0, 2.0, 10).expect("valid buckets");
         let tokens = exponential_buckets(16.0, 2.0, 12).expect("valid buckets");
         Self {
@@ -90,6 +104,10 @@ impl Metrics {
                 "Texts waiting when a batch is formed",
                 sizes,
             ),
+            feedback_events: counter(&registry, "attnrec_feedback_events_total", "Feedback events stored"),
+            index_rebuilds: counter(&registry, "attnrec_index_rebuilds_total", "Background rebuilds of the index after removals"),
+            snapshot_seconds: histogram(&registry, "attnrec_snapshot_seconds", "Time to save an index snapshot", latency_buckets()),
+            items_written,
             registry,
             http_requests,
             http_duration,

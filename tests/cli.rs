@@ -2,12 +2,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use common::Fixture;
+use common::{ChildServer, Fixture};
 
 fn attnrec(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_attnrec"));
@@ -129,38 +127,32 @@ fn unknown_hub_id_fails_with_hint() {
 fn serve_answers_then_stops_on_sigterm() {
     let fixture = Fixture::new();
     index_fixture(&fixture);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attnrec"))
-        .args(["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // The "listening" log line carries the port the kernel chose.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let address = loop {
-        assert!(Instant::now() < deadline, "serve did not start listening");
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-
+    let server = ChildServer::start(&fixture, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let ready_deadline = Instant::now() + Duration::from_secs(60);
-        while client.get(format!("http://{address}/ready")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
-            assert!(Instant::now() < ready_deadline, "serve never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let response = client.post(format!("http://{address}/recommend")).json(&serde_json::json!({"query": "kettle", "k": 1})).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), 200);
+        server.wait_ready().await;
+        let (status, _) = server.call(reqwest::Method::POST, "/recommend", Some(serde_json::json!({"query": "kettle", "k": 1}))).await;
+        assert_eq!(status, 200);
     });
-
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    server.terminate();
+    let status = server.wait();
     assert!(status.success(), "serve exited with {status}");
+}
+
+#[test]
+fn train_needs_feedback_or_files() {
+    let fixture = Fixture::new();
+    index_fixture(&fixture);
+    let (data, model, out, cache) = (fixture.path("data"), fixture.model_dir(), fixture.path("head.safetensors"), fixture.path("cache"));
+    let common = ["--data-dir", data.to_str().unwrap(), "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()];
+
+    let with_feedback: Vec<&str> = ["train", "--feedback"].iter().chain(common.iter()).copied().collect();
+    let output = attnrec(&with_feedback, &[]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("the feedback log in"), "{}", text(&output.stderr));
+
+    let without_source: Vec<&str> = ["train"].iter().chain(common.iter()).copied().collect();
+    let output = attnrec(&without_source, &[]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("--catalog"), "{}", text(&output.stderr));
 }

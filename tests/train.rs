@@ -173,3 +173,38 @@ fn eval_compares_methods_and_writes_report() {
         assert_eq!(&png[1..4], b"PNG");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_from_feedback_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, _) = write_synthetic(dir.path());
+    let mut fixture = Fixture::with_catalog(&std::fs::read_to_string(&catalog).unwrap());
+    fixture.settings.feedback.user_id_salt = "test-salt".into();
+    fixture.index().await;
+    let server = common::TestServer::start(&fixture.settings).await;
+
+    let mut events = Vec::new();
+    for color in 0..COLORS.len() {
+        for thing in 0..THINGS.len() {
+            for (number, template) in TEMPLATES.iter().enumerate() {
+                let event = if number % 3 == 0 { "purchase" } else { "click" };
+                let item_id = format!("{}-{}", COLORS[color], THINGS[thing]);
+                events.push(serde_json::json!({"user_id": format!("u{number}"), "query": fill(template, color, thing), "item_id": item_id, "event": event}));
+            }
+        }
+    }
+    let (status, body) = server.call(reqwest::Method::POST, "/feedback/batch", Some(serde_json::json!({"events": events}))).await;
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+
+    let data = attnrec::train::feedback_training_data(&fixture.settings).await.unwrap();
+    assert_eq!(data.items.len(), 36);
+    assert_eq!(data.judgments.queries.len(), 360);
+    let out = fixture.path("feedback-head.safetensors");
+    let options = TrainOptions { max_epochs: 2, cache_dir: fixture.path("cache"), ..TrainOptions::default() };
+    let settings = fixture.settings.clone();
+    let report = tokio::task::spawn_blocking(move || attnrec::train::train_on(&settings, data, &out, &options)).await.unwrap().unwrap();
+    assert!(report.train_queries > 200 && report.validation_queries > 0, "{} train, {} validation", report.train_queries, report.validation_queries);
+    assert_eq!(report.examples, report.train_queries, "every query has one positive item, clicks included");
+    assert!(fixture.path("feedback-head.safetensors").is_file());
+}

@@ -53,6 +53,10 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}; see GET /openapi.yaml for the API"))
     }
 
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "send a configured API key as Authorization: Bearer KEY")
+    }
+
     pub fn overloaded(reason: &'static str) -> Self {
         METRICS.rejected.with_label_values(&[reason]).inc();
         Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests in flight; retry after the Retry-After delay")
@@ -65,6 +69,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidInput { field, message } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", format!("invalid {field}: {message}")).with_field(field)
             }
+            ServiceError::NotFound { what } => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
             ServiceError::Overloaded | ServiceError::Engine(EngineError::Overloaded) => Self::overloaded("queue_full"),
             ServiceError::NotReady => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the service is still starting; retry after the Retry-After delay")
@@ -87,6 +92,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         if matches!(self.status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

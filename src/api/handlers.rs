@@ -12,7 +12,6 @@ use super::extract::ApiJson;
 use super::types::{Explanation, HealthResponse, ItemScore, ReadyResponse, RecommendRequest, RecommendResponse};
 use super::AppState;
 use crate::metrics::METRICS;
-use crate::service::ServiceError;
 
 /// The OpenAPI document served at `/openapi.yaml`, as checked in.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
@@ -44,17 +43,11 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
     )
 )]
 pub async fn recommend(State(state): State<AppState>, ApiJson(request): ApiJson<RecommendRequest>) -> Result<Json<RecommendResponse>, ApiError> {
-    let Ok(_permit) = state.admission.clone().try_acquire_owned() else {
-        return Err(ApiError::overloaded("concurrency_limit"));
-    };
+    let _permit = state.admit()?;
     let k = request.k.unwrap_or(state.default_k);
     let query = state.recommender.validate(request.query, k, request.explain)?;
     tracing::debug!(k = query.k, explain = query.explain, query_chars = query.text.chars().count(), "recommend");
-
-    let timeout = state.request_timeout;
-    let result = tokio::time::timeout(timeout, state.recommender.recommend(query))
-        .await
-        .map_err(|_| ServiceError::TimedOut(timeout))??;
+    let result = state.within_timeout(state.recommender.recommend(query)).await?;
     Ok(Json(RecommendResponse {
         items: result.items.into_iter().map(|item| ItemScore { id: item.id, score: item.score, title: item.title }).collect(),
         explain: result.explain.map(|tokens| Explanation { tokens }),

@@ -49,3 +49,36 @@ pub async fn observe(request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// Who may call an endpoint.
+#[derive(Clone)]
+pub struct Access {
+    pub keys: std::sync::Arc<crate::auth::ApiKeys>,
+    /// Whether this endpoint needs a key: always for writes, by `auth.protect_reads` for reads.
+    pub required: bool,
+}
+
+/// Refuses a request without a configured API key in `Authorization: Bearer`. The header's
+/// value is never logged.
+pub async fn require_key(axum::extract::State(access): axum::extract::State<Access>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    use crate::auth::KeyCheck;
+
+    if !access.required {
+        return next.run(request).await;
+    }
+    let header = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    match access.keys.check(header) {
+        KeyCheck::Accepted => next.run(request).await,
+        KeyCheck::NoKeysConfigured => super::error::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "writes_disabled",
+            "this endpoint needs an API key and none is configured; set auth.api_keys or ATTNREC_AUTH__API_KEYS",
+        )
+        .into_response(),
+        KeyCheck::Missing | KeyCheck::Rejected => {
+            METRICS.rejected.with_label_values(&["unauthorized"]).inc();
+            super::error::ApiError::unauthorized().into_response()
+        }
+    }
+}

@@ -2,7 +2,9 @@
 
 mod error;
 mod extract;
+mod feedback;
 mod handlers;
+mod items;
 mod middleware;
 mod types;
 
@@ -11,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,8 +25,9 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use handlers::OPENAPI_YAML;
 pub use types::{Explanation, HealthResponse, ItemScore, ReadyResponse, RecommendRequest, RecommendResponse};
 
+use crate::auth::ApiKeys;
 use crate::config::Settings;
-use crate::service::Recommender;
+use crate::service::{Recommender, ServiceError};
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -33,6 +37,12 @@ pub struct AppState {
     pub admission: Arc<Semaphore>,
     pub default_k: usize,
     pub request_timeout: Duration,
+    pub max_batch_items: usize,
+    pub max_batch_events: usize,
+    pub api_keys: Arc<ApiKeys>,
+    pub protect_reads: bool,
+    pub body_limit_bytes: usize,
+    pub batch_body_limit_bytes: usize,
 }
 
 impl AppState {
@@ -42,7 +52,23 @@ impl AppState {
             admission: Arc::new(Semaphore::new(settings.batching.max_concurrent_requests)),
             default_k: settings.server.default_k,
             request_timeout: handlers::timeout_duration(settings.server.request_timeout_ms),
+            max_batch_items: settings.catalog.max_batch_items,
+            max_batch_events: settings.feedback.max_batch_events,
+            api_keys: Arc::new(ApiKeys::new(&settings.auth.api_keys)),
+            protect_reads: settings.auth.protect_reads,
+            body_limit_bytes: settings.server.body_limit_bytes,
+            batch_body_limit_bytes: settings.server.batch_body_limit_bytes,
         }
+    }
+
+    /// Takes a permit for a request in flight, or answers 429.
+    pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.admission.clone().try_acquire_owned().map_err(|_| ApiError::overloaded("concurrency_limit"))
+    }
+
+    /// Runs a service call within `server.request_timeout_ms`, or answers 503.
+    pub(crate) async fn within_timeout<T>(&self, call: impl Future<Output = Result<T, ServiceError>>) -> Result<T, ServiceError> {
+        tokio::time::timeout(self.request_timeout, call).await.map_err(|_| ServiceError::TimedOut(self.request_timeout))?
     }
 }
 
@@ -54,12 +80,33 @@ impl AppState {
             `{\"error\": {\"code\", \"message\", \"field\"}}`.",
         license(name = "Apache-2.0")
     ),
-    paths(handlers::recommend, handlers::health, handlers::ready, handlers::metrics, handlers::openapi),
+    paths(handlers::recommend, items::put_item, items::post_items, items::delete_item, items::get_item,
+        feedback::post_feedback, feedback::post_feedback_batch,
+        handlers::health, handlers::ready, handlers::metrics, handlers::openapi),
     components(schemas(RecommendRequest, RecommendResponse, ItemScore, Explanation, crate::explain::WordWeight,
+        items::ItemBody, items::BatchItem, items::ItemBatchBody, items::ItemWriteResponse, items::ItemBatchResponse, items::ItemResponse,
+        crate::catalog::WriteStatus, feedback::FeedbackBody, feedback::FeedbackBatchBody, feedback::FeedbackResponse, crate::feedback::EventKind,
         HealthResponse, ReadyResponse, ErrorBody, ErrorDetail)),
-    tags((name = "recommend", description = "Recommendations"), (name = "operations", description = "Health, readiness, metrics and this document"))
+    modifiers(&BearerKey),
+    tags((name = "recommend", description = "Recommendations"),
+        (name = "catalogue", description = "Items: add, replace, delete and read, searchable as soon as the response arrives"),
+        (name = "feedback", description = "What shoppers did with items, the training data of the pooling head"),
+        (name = "operations", description = "Health, readiness, metrics and this document"))
 )]
 pub struct ApiDoc;
+
+/// Declares the `Authorization: Bearer` API key that the write endpoints require.
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = document.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("A key from `auth.api_keys` (or ATTNREC_AUTH__API_KEYS). Required by the write endpoints, and by the read endpoints when `auth.protect_reads` is on.".into());
+        components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
 
 /// Generates the OpenAPI document from the code, as YAML.
 pub fn openapi_yaml() -> String {
@@ -70,8 +117,18 @@ pub fn openapi_yaml() -> String {
 
 /// Builds the router with its middleware.
 pub fn router(state: AppState, body_limit_bytes: usize) -> Router {
+    let write = axum::middleware::from_fn_with_state(middleware::Access { keys: state.api_keys.clone(), required: true }, middleware::require_key);
+    let read = axum::middleware::from_fn_with_state(middleware::Access { keys: state.api_keys.clone(), required: state.protect_reads }, middleware::require_key);
+    let batch_limit = DefaultBodyLimit::max(state.batch_body_limit_bytes);
     Router::new()
-        .route("/recommend", post(handlers::recommend))
+        .route("/recommend", post(handlers::recommend).route_layer(read.clone()))
+        .route(
+            "/items/{id}",
+            get(items::get_item).route_layer(read).merge(put(items::put_item).delete(items::delete_item).route_layer(write.clone())),
+        )
+        .route("/items/batch", post(items::post_items).layer(batch_limit).route_layer(write.clone()))
+        .route("/feedback", post(feedback::post_feedback).route_layer(write.clone()))
+        .route("/feedback/batch", post(feedback::post_feedback_batch).layer(batch_limit).route_layer(write))
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))

@@ -72,6 +72,28 @@ impl VectorIndex {
         self.inner.add(key, vector).map_err(index_error)
     }
 
+    /// Removes a key's vector; returns whether it was present.
+    pub fn remove(&self, key: u64) -> Result<bool, CatalogError> {
+        Ok(self.inner.remove(key).map_err(index_error)? > 0)
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.inner.contains(key)
+    }
+
+    /// Returns a copy of a key's vector, or `None` when the key is not in the index.
+    pub fn vector(&self, key: u64) -> Result<Option<Vec<f32>>, CatalogError> {
+        let mut vector = vec![0.0f32; self.inner.dimensions()];
+        let found = self.inner.get(key, &mut vector).map_err(index_error)?;
+        Ok((found > 0).then_some(vector))
+    }
+
+    /// Graph nodes of removed vectors that the index still holds. Counts every node, so call
+    /// it rarely (after loading, not per request).
+    pub fn removed_nodes(&self) -> usize {
+        self.inner.stats().nodes.saturating_sub(self.inner.size())
+    }
+
     /// Returns up to `k` nearest items, best first.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<IndexHit>, CatalogError> {
         let matches = self.inner.search(query, k).map_err(index_error)?;
@@ -82,6 +104,15 @@ impl VectorIndex {
     pub fn exact_search(&self, query: &[f32], k: usize) -> Result<Vec<IndexHit>, CatalogError> {
         let matches = self.inner.exact_search(query, k).map_err(index_error)?;
         Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| IndexHit { key, score: 1.0 - distance }).collect())
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// Grows the room for vectors. Not safe while other threads use the index.
+    pub fn reserve(&self, capacity: usize) -> Result<(), CatalogError> {
+        self.inner.reserve(capacity).map_err(index_error)
     }
 
     pub fn len(&self) -> usize {
@@ -96,12 +127,21 @@ impl VectorIndex {
         self.inner.dimensions()
     }
 
-    /// Writes the index to a temporary file beside `path` and renames it into place, so a
-    /// crash leaves either the old file or the new one, never a partial file.
+    /// Writes the index to a temporary file beside `path`, flushes it to disk and renames it
+    /// into place, so a crash leaves either the old file or the new one, never a partial file.
     pub fn save(&self, path: &Path) -> Result<(), CatalogError> {
         let partial = path.with_extension("usearch.partial");
         self.inner.save(&partial.to_string_lossy()).map_err(index_error)?;
-        std::fs::rename(&partial, path).map_err(|source| CatalogError::Io { path: path.to_path_buf(), source })
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CatalogError::Io { path, source }
+        };
+        std::fs::File::open(&partial).and_then(|file| file.sync_all()).map_err(io(&partial))?;
+        std::fs::rename(&partial, path).map_err(io(path))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io(dir))?;
+        }
+        Ok(())
     }
 }
 
@@ -132,6 +172,22 @@ mod tests {
         let index = VectorIndex::create(2, &IndexSettings::default(), 2, 1).unwrap();
         index.add(5, &unit(&[1.0, 0.0])).unwrap();
         assert_eq!(index.search(&unit(&[1.0, 0.0]), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn removed_keys_not_found() {
+        let index = VectorIndex::create(2, &IndexSettings::default(), 4, 1).unwrap();
+        index.add(1, &unit(&[1.0, 0.0])).unwrap();
+        index.add(2, &unit(&[0.0, 1.0])).unwrap();
+        assert_eq!(index.vector(2).unwrap().unwrap(), unit(&[0.0, 1.0]));
+
+        assert!(index.remove(1).unwrap());
+        assert!(!index.remove(1).unwrap());
+        assert!(!index.contains(1));
+        assert_eq!(index.vector(1).unwrap(), None);
+        assert_eq!(index.len(), 1);
+        let keys: Vec<u64> = index.search(&unit(&[1.0, 0.0]), 5).unwrap().iter().map(|hit| hit.key).collect();
+        assert_eq!(keys, vec![2]);
     }
 
     #[test]

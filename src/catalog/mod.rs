@@ -1,16 +1,22 @@
 //! The catalogue: items read from files, stored in SQLite, and their vectors in a usearch index.
 
 mod index;
+mod live;
 mod manifest;
+mod snapshot;
 mod source;
 mod store;
+mod writes;
 
 use std::path::PathBuf;
 
 pub use index::{IndexHit, VectorIndex};
+pub use live::{Copied, LiveIndex};
 pub use manifest::{HeadRecord, IndexRecord, Manifest, ModelRecord, MANIFEST_FILE, MANIFEST_FORMAT};
 pub use source::{read_catalog, CatalogFormat, FieldSelection};
-pub use store::{ItemStore, StoredItem};
+pub use snapshot::{SnapshotRecord, SNAPSHOT_FILE};
+pub use store::{unix_seconds, ItemStore, StoredItem};
+pub use writes::{Change, ChangeOp, ItemRecord, WriteOutcome, WriteStatus};
 
 /// File names inside a data directory.
 pub const DATABASE_FILE: &str = "catalog.db";

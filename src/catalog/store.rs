@@ -41,6 +41,10 @@ impl ItemStore {
         Ok(Self { pool })
     }
 
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Inserts items in one transaction and returns their keys, in input order.
     pub async fn insert_all(&self, items: &[Item]) -> Result<Vec<u64>, CatalogError> {
         let now = unix_seconds();
@@ -88,6 +92,18 @@ impl ItemStore {
         Ok(rows.into_iter().map(|row| (row.get::<i64, _>(0) as u64, row.get(1))).collect())
     }
 
+    /// Returns every item, in key order.
+    pub async fn all_items(&self) -> Result<Vec<Item>, CatalogError> {
+        let rows = sqlx::query("SELECT id, title, text, attributes FROM items ORDER BY key").fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let attributes = serde_json::from_str::<serde_json::Value>(&row.get::<String, _>(3)).ok().and_then(|value| value.as_object().cloned()).unwrap_or_default();
+                Item { id: row.get(0), title: row.get(1), text: row.get(2), attributes }
+            })
+            .collect())
+    }
+
     /// Returns every item's key and id.
     pub async fn all_ids(&self) -> Result<Vec<(u64, String)>, CatalogError> {
         let rows = sqlx::query("SELECT key, id FROM items").fetch_all(&self.pool).await?;
@@ -99,6 +115,12 @@ impl ItemStore {
         Ok(count as u64)
     }
 
+    /// Copies the write-ahead log into the database file.
+    pub async fn checkpoint(&self) -> Result<(), CatalogError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Copies the write-ahead log into the database file and closes the connections, so the
     /// database file alone contains every committed row.
     pub async fn close(self) -> Result<(), CatalogError> {
@@ -108,7 +130,7 @@ impl ItemStore {
     }
 }
 
-fn unix_seconds() -> i64 {
+pub fn unix_seconds() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0)
 }
 

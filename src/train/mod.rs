@@ -8,6 +8,7 @@
 //! Training stops early when nDCG@10 on the validation queries has not improved for a few
 //! epochs, and the best head is kept. Test queries are never read.
 
+mod feedback;
 mod features;
 mod split;
 
@@ -23,13 +24,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+pub use feedback::{event_grade, feedback_training_data};
 pub use features::{item_features, query_features, ItemFeatures, QueryFeatures};
 pub use split::{in_split, split_of, Split, SplitFractions};
 
-use crate::catalog::{read_catalog, FieldSelection};
+use crate::catalog::{read_catalog, FieldSelection, Item};
 use crate::config::Settings;
 use crate::encoder::TokenStates;
-use crate::eval::{ndcg_at, rank_exact, read_judgments};
+use crate::eval::{ndcg_at, rank_exact, read_judgments, Judgments};
 use crate::pooling::{l2_normalize, AttentionHead, PoolingError};
 use crate::service::{load_model, ServiceError};
 
@@ -120,18 +122,41 @@ struct JudgedQuery {
     relevant: HashSet<usize>,
 }
 
-/// Trains a head and writes it to `out` (safetensors) with a JSON report beside it.
+/// What a head is trained on: the catalogue and graded (query, item) judgments.
+pub struct TrainingData {
+    pub items: Vec<Item>,
+    pub judgments: Judgments,
+    /// The grade that means "not relevant". Judgment files grade irrelevant items too, so
+    /// their lowest grade is it; feedback records only positive events, so it is 0 there.
+    pub irrelevant_grade: Option<f64>,
+    /// Where the data came from, for messages.
+    pub source: String,
+}
+
+impl TrainingData {
+    /// Reads a catalogue file and a `query,id,relevance` judgments file.
+    pub fn from_files(settings: &Settings, catalog: &Path, judgments: &Path) -> Result<Self, ServiceError> {
+        let fields = FieldSelection { id_field: settings.catalog.id_field.clone(), text_fields: settings.catalog.text_fields.clone() };
+        Ok(Self { items: read_catalog(catalog, &fields)?, judgments: read_judgments(judgments)?, irrelevant_grade: None, source: catalog.display().to_string() })
+    }
+}
+
+/// Trains a head on files and writes it to `out` (safetensors) with a JSON report beside it.
 pub fn train(settings: &Settings, catalog: &Path, judgments: &Path, out: &Path, options: &TrainOptions) -> Result<TrainReport, ServiceError> {
+    train_on(settings, TrainingData::from_files(settings, catalog, judgments)?, out, options)
+}
+
+/// Trains a head and writes it to `out` (safetensors) with a JSON report beside it.
+pub fn train_on(settings: &Settings, data: TrainingData, out: &Path, options: &TrainOptions) -> Result<TrainReport, ServiceError> {
     let started = Instant::now();
     let model = load_model(settings)?;
     let encoder = &model.encoder;
     let device = encoder.device().clone();
 
-    let fields = FieldSelection { id_field: settings.catalog.id_field.clone(), text_fields: settings.catalog.text_fields.clone() };
-    let items = read_catalog(catalog, &fields)?;
+    let TrainingData { items, judgments: judged, irrelevant_grade, source } = data;
     let row_of: HashMap<&str, usize> = items.iter().enumerate().map(|(row, item)| (item.id.as_str(), row)).collect();
-    let judged = read_judgments(judgments)?;
-    let (min_grade, max_grade) = grade_range(&judged.queries);
+    let (lowest_grade, max_grade) = grade_range(&judged.queries);
+    let min_grade = irrelevant_grade.unwrap_or(lowest_grade);
 
     let weight_of = |grade: f64| if max_grade > min_grade { ((grade - min_grade) / (max_grade - min_grade)) as f32 } else { 1.0 };
 
@@ -161,12 +186,12 @@ pub fn train(settings: &Settings, catalog: &Path, judgments: &Path, out: &Path, 
         .collect();
     if examples.is_empty() || validation_queries.is_empty() {
         return Err(ServiceError::InvalidInput {
-            field: "judgments",
+            field: "judgments".into(),
             message: format!(
                 "{} training examples and {} validation queries matched the catalogue; check that the ids refer to {}",
                 examples.len(),
                 validation_queries.len(),
-                catalog.display()
+                source
             ),
         });
     }

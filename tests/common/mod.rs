@@ -3,9 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use attnrec::api::{self, AppState};
 use attnrec::config::Settings;
@@ -21,6 +24,9 @@ pub const CATALOG: &str = "id,title,brand,price\n\
     6,Cordless drill,Bolt,79\n\
     7,Steel hammer,Bolt,15\n\
     8,White desk lamp,Lumen,32\n";
+
+/// The API key the fixtures configure for write endpoints.
+pub const API_KEY: &str = "test-key-5f1d0c9e";
 
 /// A temporary project: tiny model, catalogue file and settings pointing at them.
 pub struct Fixture {
@@ -48,6 +54,7 @@ impl Fixture {
         settings.batching.max_batch_tokens = 256;
         settings.batching.max_wait_us = 500;
         settings.index.search_threads = 2;
+        settings.auth.api_keys = vec![API_KEY.to_string()];
         Self { dir, settings, catalog }
     }
 
@@ -96,6 +103,12 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Sends a request with the API key and a JSON body (when given); returns the status and
+    /// the parsed body (null when the body is empty).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        call(&self.client, &self.url(path), method, body).await
+    }
+
     /// POSTs a JSON value to /recommend and returns the status and the parsed body.
     pub async fn recommend(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
         let response = self.client.post(self.url("/recommend")).json(&body).send().await.expect("request sent");
@@ -131,4 +144,104 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let norm_a: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let norm_b: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (norm_a * norm_b)
+}
+
+/// Sends a request with the API key; returns the status and the parsed JSON body.
+pub async fn call(client: &reqwest::Client, url: &str, method: reqwest::Method, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let mut request = client.request(method, url).bearer_auth(API_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body read");
+    let body = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+    (status, body)
+}
+
+/// `attnrec serve` as a child process on a loopback port the kernel picks.
+pub struct ChildServer {
+    pub child: Child,
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+impl ChildServer {
+    /// Starts serving the fixture's data directory with its tiny model and API key, plus
+    /// `settings` as ATTNREC_ environment variables, and waits for the listening address.
+    pub fn start(fixture: &Fixture, settings: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_attnrec"));
+        command
+            .args(["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("ATTNREC_AUTH__API_KEYS", API_KEY)
+            .env("ATTNREC_MODEL__MAX_TOKENS", fixture.settings.model.max_tokens.to_string())
+            .stderr(Stdio::piped());
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("attnrec serve starts");
+
+        // The "listening" log line carries the port the kernel chose.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let address = loop {
+            assert!(Instant::now() < deadline, "serve did not start listening");
+            let line = lines.next().expect("serve exited before listening").unwrap();
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, address, client: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// A handle for sending requests from another task; it owns no process.
+    pub fn view(client: reqwest::Client, address: String) -> ServerView {
+        ServerView { client, address }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.client.get(self.url("/ready")).send().await.map(|response| response.status().as_u16()).unwrap_or(0) != 200 {
+            assert!(Instant::now() < deadline, "serve never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        call(&self.client, &self.url(path), method, body).await
+    }
+
+    /// Sends SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        self.child.wait().expect("child reaped");
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().expect("child reaped")
+    }
+}
+
+/// The address of a child server, for tasks that send requests to it.
+pub struct ServerView {
+    pub client: reqwest::Client,
+    pub address: String,
+}
+
+impl ServerView {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
 }

@@ -1,15 +1,23 @@
-//! The recommendation service: loads a data directory with its model and head, and returns
-//! the top-k items for free-text queries. Shared by the HTTP server and the CLI.
+//! The recommendation service: loads a data directory with its model and head, returns the
+//! top-k items for free-text queries, and applies catalogue writes and feedback. Shared by
+//! the HTTP server and the CLI.
+
+mod upkeep;
+mod writes;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
+
+pub use writes::{validate_feedback, validate_id, validate_item, FeedbackInput, ItemInput};
 
 use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind};
-use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
+use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
 use crate::config::Settings;
+use crate::feedback::{FeedbackError, FeedbackLog};
 use crate::encoder::{select_device, Encoder, EncoderError, ModelFiles, ModelSource};
 use crate::explain::{word_weights, WordWeight};
 use crate::metrics::METRICS;
@@ -20,7 +28,9 @@ use crate::pooling::{AttentionHead, PoolingError};
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("invalid {field}: {message}")]
-    InvalidInput { field: &'static str, message: String },
+    InvalidInput { field: String, message: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
     #[error("the service is overloaded")]
     Overloaded,
     #[error("the service is still starting")]
@@ -32,6 +42,8 @@ pub enum ServiceError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
+    Feedback(#[from] FeedbackError),
+    #[error(transparent)]
     Encoder(#[from] EncoderError),
     #[error(transparent)]
     Pooling(#[from] PoolingError),
@@ -39,6 +51,12 @@ pub enum ServiceError {
     Tensor(#[from] candle_core::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ServiceError::InvalidInput { field: field.into(), message: message.into() }
+    }
 }
 
 /// A validated recommendation request.
@@ -94,12 +112,22 @@ pub fn load_head(settings: &Settings, manifest: &Manifest, data_dir: &Path, enco
 
 pub struct Recommender {
     engine: Engine,
-    index: Arc<VectorIndex>,
+    index: Arc<LiveIndex>,
     store: ItemStore,
+    feedback: FeedbackLog,
     search_permits: Arc<Semaphore>,
     manifest: Manifest,
+    data_dir: PathBuf,
     max_k: usize,
     max_query_chars: usize,
+    max_text_chars: usize,
+    /// Held while a catalogue write commits and reaches the index, so the index applies
+    /// changes in the order the database committed them. Holds the last applied change.
+    writer: Mutex<u64>,
+    /// The last change contained in the saved index file.
+    snapshot_seq: AtomicU64,
+    rebuilding: AtomicBool,
+    rebuild_removed_ratio: f64,
 }
 
 impl Recommender {
@@ -113,21 +141,19 @@ impl Recommender {
         manifest.check_compatible(data_dir, &model.fingerprint, &head.checksum()?)?;
 
         let threads = settings.search_threads();
-        let index = VectorIndex::load(&data_dir.join(INDEX_FILE), model.encoder.hidden_size(), &settings.index, threads)?;
+        // Room for the searches, the writer and a background rebuild at once.
+        let index_users = threads + 2;
+        let dimensions = model.encoder.hidden_size();
+        let index_path = data_dir.join(INDEX_FILE);
+        let index = if index_path.exists() {
+            VectorIndex::load(&index_path, dimensions, &settings.index, index_users)?
+        } else {
+            tracing::warn!(path = %index_path.display(), "the index file is missing; it will be rebuilt from the database");
+            VectorIndex::create(dimensions, &settings.index, 1024, index_users)?
+        };
+        let index = Arc::new(LiveIndex::new(index, &settings.index, index_users));
         let store = ItemStore::open(&data_dir.join(DATABASE_FILE)).await?;
-        let stored = store.count().await?;
-        if stored != index.len() as u64 {
-            return Err(CatalogError::ManifestMismatch {
-                dir: data_dir.clone(),
-                message: format!(
-                    "the database has {stored} items but the index has {}; re-run `attnrec index` to rebuild it",
-                    index.len()
-                ),
-            }
-            .into());
-        }
-        METRICS.index_items.set(index.len() as i64);
-        tracing::info!(data_dir = %data_dir.display(), items = index.len(), head = %&manifest.head.checksum[..12], "catalogue loaded");
+        let feedback = FeedbackLog::new(store.clone(), &settings.feedback);
 
         let batching = &settings.batching;
         let engine = Engine::start(
@@ -140,34 +166,39 @@ impl Recommender {
                 queue_capacity: batching.max_concurrent_requests,
             },
         );
-        Ok(Self {
+        let recommender = Self {
             engine,
-            index: Arc::new(index),
+            index,
             store,
+            feedback,
             search_permits: Arc::new(Semaphore::new(threads)),
             manifest,
+            data_dir: data_dir.clone(),
             max_k: settings.server.max_k,
             max_query_chars: settings.server.max_query_chars,
-        })
+            max_text_chars: settings.catalog.max_text_chars,
+            writer: Mutex::new(0),
+            snapshot_seq: AtomicU64::new(0),
+            rebuilding: AtomicBool::new(false),
+            rebuild_removed_ratio: settings.index.rebuild_removed_ratio,
+        };
+        recommender.bring_index_up_to_date().await?;
+        METRICS.index_items.set(recommender.index.len() as i64);
+        tracing::info!(data_dir = %data_dir.display(), items = recommender.index.len(), head = %&manifest_head(&recommender.manifest), "catalogue loaded");
+        Ok(recommender)
     }
 
     /// Checks a request's fields against the configured limits.
     pub fn validate(&self, text: String, k: usize, explain: bool) -> Result<Query, ServiceError> {
         if text.trim().is_empty() {
-            return Err(ServiceError::InvalidInput {
-                field: "query",
-                message: "must contain at least one non-whitespace character".into(),
-            });
+            return Err(ServiceError::invalid("query", "must contain at least one non-whitespace character"));
         }
         let chars = text.chars().count();
         if chars > self.max_query_chars {
-            return Err(ServiceError::InvalidInput {
-                field: "query",
-                message: format!("is {chars} characters long; the maximum is {}", self.max_query_chars),
-            });
+            return Err(ServiceError::invalid("query", format!("is {chars} characters long; the maximum is {}", self.max_query_chars)));
         }
         if k == 0 || k > self.max_k {
-            return Err(ServiceError::InvalidInput { field: "k", message: format!("is {k}; use a value from 1 to {}", self.max_k) });
+            return Err(ServiceError::invalid("k", format!("is {k}; use a value from 1 to {}", self.max_k)));
         }
         Ok(Query { text, k, explain })
     }
@@ -182,7 +213,9 @@ impl Recommender {
         let permit = self.search_permits.clone().acquire_owned().await.map_err(|_| ServiceError::Internal("search pool closed".into()))?;
         let index = self.index.clone();
         let vector = embedding.vector.clone();
-        let k = query.k;
+        // A deleted item can linger in a search for the moment between its database delete
+        // and its index removal; it is dropped below, and a few spare hits keep k full.
+        let k = query.k + 4;
         let hits = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let started = Instant::now();
@@ -200,10 +233,15 @@ impl Recommender {
             .filter_map(|hit| {
                 found.get(&hit.key).map(|item| RecommendedItem { id: item.id.clone(), score: hit.score, title: item.title.clone() })
             })
+            .take(query.k)
             .collect();
 
         let explain = query.explain.then(|| word_weights(&embedding.tokens, &embedding.attention));
         Ok(Recommendation { items, explain, truncated: embedding.tokens.truncated })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn is_ready(&self) -> bool {
@@ -221,4 +259,8 @@ impl Recommender {
     pub fn device(&self) -> &str {
         self.engine.device()
     }
+}
+
+fn manifest_head(manifest: &Manifest) -> String {
+    manifest.head.checksum.chars().take(12).collect()
 }

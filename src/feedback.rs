@@ -1,0 +1,212 @@
+//! The feedback log: what shoppers did with items (clicks, carts, purchases, ratings), stored
+//! in the catalogue database before the API acknowledges it, and read back for training.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sqlx::Row;
+
+use crate::catalog::{CatalogError, ItemStore};
+use crate::config::FeedbackSettings;
+
+/// What the shopper did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Click,
+    AddToCart,
+    Purchase,
+    Rating,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Click => "click",
+            EventKind::AddToCart => "add_to_cart",
+            EventKind::Purchase => "purchase",
+            EventKind::Rating => "rating",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [EventKind::Click, EventKind::AddToCart, EventKind::Purchase, EventKind::Rating].into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// A validated event, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackEvent {
+    pub user_id: Option<String>,
+    pub query: Option<String>,
+    pub item_id: String,
+    pub event: EventKind,
+    pub value: f64,
+    /// Unix seconds.
+    pub occurred_at: f64,
+}
+
+/// An event whose item id names no item; `index` is its position in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownItem {
+    pub index: usize,
+    pub item_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("item {} is not in the catalogue", .0.item_id)]
+    UnknownItem(UnknownItem),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl From<sqlx::Error> for FeedbackError {
+    fn from(err: sqlx::Error) -> Self {
+        FeedbackError::Catalog(CatalogError::Database(err))
+    }
+}
+
+/// Stores and reads feedback events in the catalogue database.
+#[derive(Clone)]
+pub struct FeedbackLog {
+    store: ItemStore,
+    /// HMAC key for user ids, when they are hashed at rest.
+    user_id_key: Option<Vec<u8>>,
+    retention_days: u32,
+}
+
+impl FeedbackLog {
+    pub fn new(store: ItemStore, settings: &FeedbackSettings) -> Self {
+        let user_id_key = settings.hash_user_ids.then(|| settings.user_id_salt.as_bytes().to_vec());
+        Self { store, user_id_key, retention_days: settings.retention_days }
+    }
+
+    /// The user id as stored: a keyed hash when hashing is on, the id itself otherwise.
+    /// Reading a user's history hashes the requested id the same way.
+    pub fn stored_user_id(&self, user_id: &str) -> String {
+        match &self.user_id_key {
+            None => user_id.to_string(),
+            Some(key) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+                mac.update(user_id.as_bytes());
+                format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+            }
+        }
+    }
+
+    /// Stores every event in one transaction, or none when one names an unknown item.
+    pub async fn record(&self, events: &[FeedbackEvent]) -> Result<(), FeedbackError> {
+        let received_at = crate::catalog::unix_seconds();
+        let mut transaction = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for (index, event) in events.iter().enumerate() {
+            let known: Option<i64> = sqlx::query_scalar("SELECT key FROM items WHERE id = ?").bind(&event.item_id).fetch_optional(&mut *transaction).await?;
+            if known.is_none() {
+                return Err(FeedbackError::UnknownItem(UnknownItem { index, item_id: event.item_id.clone() }));
+            }
+            sqlx::query(
+                "INSERT INTO feedback (user_id, query, item_id, event, value, occurred_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(event.user_id.as_deref().map(|id| self.stored_user_id(id)))
+            .bind(&event.query)
+            .bind(&event.item_id)
+            .bind(event.event.as_str())
+            .bind(event.value)
+            .bind(event.occurred_at)
+            .bind(received_at)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes events older than `feedback.retention_days`; returns how many.
+    pub async fn apply_retention(&self, now: f64) -> Result<u64, FeedbackError> {
+        if self.retention_days == 0 {
+            return Ok(0);
+        }
+        let cutoff = now - f64::from(self.retention_days) * 86_400.0;
+        let done = sqlx::query("DELETE FROM feedback WHERE occurred_at < ?").bind(cutoff).execute(self.store.pool()).await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn count(&self) -> Result<u64, FeedbackError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback").fetch_one(self.store.pool()).await?;
+        Ok(count as u64)
+    }
+
+    /// Every stored event that carries a query, oldest first, for training.
+    pub async fn events_with_query(&self) -> Result<Vec<FeedbackEvent>, FeedbackError> {
+        let rows = sqlx::query(
+            "SELECT user_id, query, item_id, event, value, occurred_at FROM feedback WHERE query IS NOT NULL AND query != '' ORDER BY occurred_at, id",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let event: String = row.get(3);
+                let event = EventKind::parse(&event).ok_or_else(|| CatalogError::Index(format!("unknown feedback event {event:?}")))?;
+                Ok(FeedbackEvent {
+                    user_id: row.get(0),
+                    query: row.get(1),
+                    item_id: row.get(2),
+                    event,
+                    value: row.get(4),
+                    occurred_at: row.get(5),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Item;
+
+    async fn log(settings: FeedbackSettings) -> (tempfile::TempDir, FeedbackLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ItemStore::open(&dir.path().join("catalog.db")).await.unwrap();
+        store.upsert(&[Item { id: "a".into(), title: "Kettle".into(), text: "Kettle".into(), attributes: Default::default() }]).await.unwrap();
+        (dir, FeedbackLog::new(store, &settings))
+    }
+
+    fn click(item_id: &str, occurred_at: f64) -> FeedbackEvent {
+        FeedbackEvent { user_id: Some("shopper-1".into()), query: Some("kettle".into()), item_id: item_id.into(), event: EventKind::Click, value: 1.0, occurred_at }
+    }
+
+    #[tokio::test]
+    async fn unknown_item_rejects_batch() {
+        let (_dir, log) = log(FeedbackSettings::default()).await;
+        let err = log.record(&[click("a", 1.0), click("missing", 1.0)]).await.unwrap_err();
+        assert!(matches!(err, FeedbackError::UnknownItem(UnknownItem { index: 1, .. })), "{err}");
+        assert_eq!(log.count().await.unwrap(), 0);
+        log.record(&[click("a", 1.0)]).await.unwrap();
+        assert_eq!(log.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn user_ids_stored_hashed() {
+        let salted = FeedbackSettings { user_id_salt: "secret".into(), ..FeedbackSettings::default() };
+        let (_dir, log) = log(salted).await;
+        log.record(&[click("a", 1.0)]).await.unwrap();
+        let stored = log.events_with_query().await.unwrap().remove(0).user_id.unwrap();
+        assert!(stored.starts_with("hmac-sha256:") && !stored.contains("shopper-1"), "{stored}");
+        assert_eq!(stored, log.stored_user_id("shopper-1"));
+
+        let (_other_dir, other_salt) = self::log(FeedbackSettings { user_id_salt: "other".into(), ..FeedbackSettings::default() }).await;
+        assert_ne!(other_salt.stored_user_id("shopper-1"), stored);
+        let (_plain_dir, plain) = self::log(FeedbackSettings { hash_user_ids: false, ..FeedbackSettings::default() }).await;
+        assert_eq!(plain.stored_user_id("shopper-1"), "shopper-1");
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_events() {
+        let (_dir, log) = log(FeedbackSettings { retention_days: 30, ..FeedbackSettings::default() }).await;
+        let now = 1_800_000_000.0;
+        log.record(&[click("a", now - 31.0 * 86_400.0), click("a", now - 29.0 * 86_400.0)]).await.unwrap();
+        assert_eq!(log.apply_retention(now).await.unwrap(), 1);
+        assert_eq!(log.count().await.unwrap(), 1);
+    }
+}

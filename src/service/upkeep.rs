@@ -1,0 +1,174 @@
+//! Keeping the derived index in line with the database: repair at start-up, snapshots,
+//! background rebuilds after many removals, feedback retention, and the flush at shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Recommender, ServiceError};
+use crate::catalog::{ChangeOp, SnapshotRecord, INDEX_FILE};
+use crate::metrics::METRICS;
+
+impl Recommender {
+    /// Brings the loaded index file up to the database: replays the changes after its
+    /// snapshot, then checks that the index contains exactly the stored items and repairs it when
+    /// not (re-embedding what is missing, dropping what was deleted). Saves a snapshot when
+    /// anything changed.
+    pub(super) async fn bring_index_up_to_date(&self) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        let mut applied = self.writer.lock().await;
+        let snapshot = SnapshotRecord::read(&self.data_dir)?;
+        self.snapshot_seq.store(snapshot.seq, Ordering::Release);
+
+        let changes = self.store.changes_after(snapshot.seq).await?;
+        let replayed = changes.len();
+        let mut last_op: HashMap<u64, ChangeOp> = HashMap::new();
+        for change in &changes {
+            if change.op != ChangeOp::Update {
+                last_op.insert(change.key, change.op);
+            }
+        }
+        for (&key, _) in last_op.iter().filter(|(_, op)| **op == ChangeOp::Remove) {
+            self.index.remove(key)?;
+        }
+        let to_add: Vec<u64> = last_op.iter().filter(|(key, op)| **op == ChangeOp::Add && !self.index.contains(**key)).map(|(key, _)| *key).collect();
+        self.embed_into_index(&to_add).await?;
+
+        // The change log covers writes made through the API. A check of the whole key set
+        // covers the rest: a lost or stale index file, or a database edited by hand.
+        let keys = self.store.all_keys().await?;
+        let missing = keys.iter().filter(|key| !self.index.contains(**key)).count();
+        let repaired = missing > 0 || self.index.len() != keys.len();
+        if repaired {
+            tracing::warn!(stored = keys.len(), indexed = self.index.len(), missing, "the index disagrees with the database; rebuilding it");
+            let copied = self.index.copy(&keys)?;
+            let texts = self.store.texts_by_key(&copied.missing).await?;
+            let vectors = self.embed_texts(copied.missing.iter().filter_map(|key| texts.get(key).cloned()).collect()).await?;
+            for (key, vector) in copied.missing.iter().filter(|key| texts.contains_key(key)).zip(vectors) {
+                copied.index.add(*key, &vector)?;
+            }
+            self.index.replace(copied.index);
+        }
+
+        *applied = self.store.last_seq().await?;
+        drop(applied);
+        if replayed > 0 || repaired || *self.writer.lock().await > snapshot.seq {
+            self.save_snapshot().await?;
+        }
+        tracing::info!(replayed, repaired, items = self.index.len(), seconds = started.elapsed().as_secs_f64(), "index checked against the database");
+        Ok(())
+    }
+
+    /// Embeds the stored texts of `keys` and adds them to the index.
+    async fn embed_into_index(&self, keys: &[u64]) -> Result<(), ServiceError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let texts = self.store.texts_by_key(keys).await?;
+        let present: Vec<u64> = keys.iter().copied().filter(|key| texts.contains_key(key)).collect();
+        let vectors = self.embed_texts(present.iter().map(|key| texts[key].clone()).collect()).await?;
+        for (key, vector) in present.iter().zip(vectors) {
+            self.index.add(*key, &vector)?;
+        }
+        Ok(())
+    }
+
+    /// Saves the index and its snapshot record when changes were applied since the last
+    /// snapshot, then drops the change log up to it. Writes wait while the file is written.
+    pub async fn save_snapshot(&self) -> Result<bool, ServiceError> {
+        let applied = self.writer.lock().await;
+        let seq = *applied;
+        let index_path = self.data_dir.join(INDEX_FILE);
+        if seq == self.snapshot_seq.load(Ordering::Acquire) && index_path.exists() {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let index = self.index.clone();
+        let items = index.len() as u64;
+        let path = index_path.clone();
+        tokio::task::spawn_blocking(move || index.save(&path)).await.map_err(|err| ServiceError::Internal(format!("snapshot task failed: {err}")))??;
+        SnapshotRecord { seq, items, saved_at: Self::now() as u64 }.write(&self.data_dir)?;
+        self.snapshot_seq.store(seq, Ordering::Release);
+        // A rebuild in progress replays the log from where it started; keep it until then.
+        if !self.rebuilding.load(Ordering::Acquire) {
+            self.store.prune_changes(seq).await?;
+        }
+        drop(applied);
+        METRICS.snapshot_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(seq, items, seconds = started.elapsed().as_secs_f64(), "index snapshot saved");
+        Ok(true)
+    }
+
+    /// Starts a background rebuild when removals have left too many dead nodes in the graph.
+    pub(super) fn rebuild_when_needed(self: &Arc<Self>) {
+        if self.index.removed_ratio() <= self.rebuild_removed_ratio || self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = this.rebuild_index().await {
+                tracing::error!(error = %err, "index rebuild failed; the current index stays in use");
+            }
+            this.rebuilding.store(false, Ordering::Release);
+        });
+    }
+
+    /// Rebuilds the index from its live vectors while searches and writes go on: copies the
+    /// vectors of the stored items, then, with writes paused, applies the changes made during
+    /// the copy and swaps the new index in.
+    pub async fn rebuild_index(&self) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        let (start_seq, keys) = {
+            let applied = self.writer.lock().await;
+            (*applied, self.store.all_keys().await?)
+        };
+        let removed_ratio = self.index.removed_ratio();
+        let index = self.index.clone();
+        let copied = tokio::task::spawn_blocking(move || index.copy(&keys)).await.map_err(|err| ServiceError::Internal(format!("rebuild task failed: {err}")))??;
+
+        let applied = self.writer.lock().await;
+        let mut last_op: HashMap<u64, ChangeOp> = HashMap::new();
+        for change in self.store.changes_after(start_seq).await? {
+            if change.op != ChangeOp::Update {
+                last_op.insert(change.key, change.op);
+            }
+        }
+        for (key, op) in last_op {
+            match op {
+                ChangeOp::Add => {
+                    if let Some(vector) = self.index.vector(key)? {
+                        copied.index.add(key, &vector)?;
+                    }
+                }
+                _ => {
+                    copied.index.remove(key)?;
+                }
+            }
+        }
+        let items = copied.index.len();
+        self.index.replace(copied.index);
+        drop(applied);
+        METRICS.index_rebuilds.inc();
+        tracing::info!(items, removed_ratio, seconds = started.elapsed().as_secs_f64(), "index rebuilt");
+        Ok(())
+    }
+
+    /// Deletes feedback older than the retention period.
+    pub async fn apply_retention(&self) -> Result<u64, ServiceError> {
+        let deleted = self.feedback.apply_retention(Self::now()).await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "old feedback events deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes everything at shutdown: a final snapshot and a checkpoint of the database's
+    /// write-ahead log.
+    pub async fn shutdown(&self) -> Result<(), ServiceError> {
+        self.save_snapshot().await?;
+        self.store.checkpoint().await?;
+        tracing::info!("index and database flushed");
+        Ok(())
+    }
+}
