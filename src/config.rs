@@ -199,6 +199,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// EnvFilter directive used when RUST_LOG is unset.
     pub level: String,
+    /// OTLP/HTTP traces endpoint, such as http://localhost:4318/v1/traces; empty turns
+    /// trace export off.
+    pub otlp_endpoint: String,
+    /// Share of traces exported, from 0 to 1, unless the caller's `traceparent` decides.
+    pub otlp_sample_ratio: f64,
 }
 
 impl Default for Settings {
@@ -283,7 +288,7 @@ impl Default for FeedbackSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self { format: LogFormat::Text, level: "info".into(), otlp_endpoint: String::new(), otlp_sample_ratio: 1.0 }
     }
 }
 
@@ -354,6 +359,12 @@ impl Settings {
             return Err(ConfigError::OutOfRange {
                 field: "index.rebuild_removed_ratio",
                 problem: format!("is {}, must be between 0 and 1 (exclusive)", self.index.rebuild_removed_ratio),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.log.otlp_sample_ratio) {
+            return Err(ConfigError::OutOfRange {
+                field: "log.otlp_sample_ratio",
+                problem: format!("is {}, must be between 0 and 1", self.log.otlp_sample_ratio),
             });
         }
         if self.auth.protect_reads && self.auth.api_keys.is_empty() {

@@ -198,7 +198,7 @@ fn main() -> anyhow::Result<()> {
         Command::Openapi => overrides(None, &[]),
     };
     let settings = Settings::load(cli.config.as_deref(), flags)?;
-    attnrec::telemetry::init(&settings.log);
+    let _telemetry = attnrec::telemetry::init(&settings.log);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {

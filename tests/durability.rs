@@ -263,3 +263,26 @@ async fn concurrent_writes_match_replay() {
     assert_eq!(ready["items"].as_u64(), Some(live as u64), "the index holds other items than the database");
     eprintln!("{requests} requests from 32 clients in {seconds} s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_omit_keys_and_queries() {
+    let fixture = Fixture::new();
+    fixture.index().await;
+    let server = ChildServer::start(&fixture, &[]);
+    server.wait_ready().await;
+    let secret_query = "zebra quilt for grandmother";
+    server.call(Method::POST, "/recommend", Some(json!({"query": secret_query}))).await;
+    server.call(Method::PUT, "/items/log-1", Some(json!({"title": "Linen shirt"}))).await;
+    server.call(Method::POST, "/feedback", Some(json!({"user_id": "shopper-77", "query": secret_query, "item_id": "log-1", "event": "click"}))).await;
+    let wrong_key = server.client.put(server.url("/items/log-2")).bearer_auth("wrong-key-9f3a").json(&json!({"title": "x"})).send().await.unwrap();
+    assert_eq!(wrong_key.status().as_u16(), 401);
+    server.terminate();
+    let log = server.log.clone();
+    assert!(server.wait().success());
+
+    let log = log.lock().unwrap().join("\n");
+    assert!(log.contains("request finished"), "the server logged no requests: {log}");
+    for secret in [common::API_KEY, "wrong-key-9f3a", secret_query, "shopper-77"] {
+        assert!(!log.contains(secret), "{secret:?} appears in the log");
+    }
+}

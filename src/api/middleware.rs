@@ -35,6 +35,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     };
 
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    crate::telemetry::continue_trace(&span, request.headers());
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();

@@ -164,6 +164,8 @@ pub struct ChildServer {
     pub child: Child,
     pub address: String,
     pub client: reqwest::Client,
+    /// Every line the server has written to stderr so far.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ChildServer {
@@ -192,8 +194,14 @@ impl ChildServer {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, address, client: reqwest::Client::new() }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, address, client: reqwest::Client::new(), log }
     }
 
     pub fn url(&self, path: &str) -> String {
