@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use attnrec::encoder::{Encoder, ModelSource, TokenizedText};
+use attnrec::encoder::{Encoder, ModelSource, TextKind, TokenizedText};
 use attnrec::pooling::AttentionHead;
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -23,7 +23,7 @@ fn model_dir() -> PathBuf {
 /// Builds a text of exactly `tokens` tokens ([CLS] and [SEP] included) from catalogue-like words.
 fn text_of_length(encoder: &Encoder, tokens: usize) -> TokenizedText {
     let words = "stainless steel cordless drill with two batteries and a carrying case for home repair ";
-    let mut text = encoder.tokenizer().tokenize(&words.repeat(tokens)).expect("tokenizes");
+    let mut text = encoder.tokenizer().tokenize(&words.repeat(tokens), TextKind::Query).expect("tokenizes");
     let keep = tokens - 1;
     text.ids.truncate(keep);
     text.word_ids.truncate(keep);
@@ -65,7 +65,7 @@ fn encoder_throughput(c: &mut Criterion) {
     }
     group.finish();
 
-    let query = encoder.tokenizer().tokenize("i want a pair of nike running shoes").expect("tokenizes");
+    let query = encoder.tokenizer().tokenize("i want a pair of nike running shoes", TextKind::Query).expect("tokenizes");
     c.bench_function("single_query_latency", |b| {
         b.iter(|| {
             let states = encoder.forward(&[&query]).expect("forward");

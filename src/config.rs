@@ -1,6 +1,7 @@
 //! Settings: built-in defaults, a TOML file, `ATTNREC_<SECTION>__<KEY>` environment variables
 //! and command-line flags, merged in that order (later wins).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -25,6 +26,9 @@ pub enum ConfigError {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub model: ModelSettings,
+    /// Input requirements of each known model, by name. `model.profile` or the model
+    /// directory's name picks one.
+    pub profiles: BTreeMap<String, ModelProfile>,
     pub head: HeadSettings,
     pub catalog: CatalogSettings,
     pub index: IndexSettings,
@@ -41,9 +45,36 @@ pub struct ModelSettings {
     /// Local directory or Hugging Face Hub model id.
     pub source: String,
     pub revision: String,
-    /// Tokens per text, special tokens included.
+    /// Tokens per text, special tokens included; at most the profile's `max_tokens`.
     pub max_tokens: usize,
     pub device: DeviceChoice,
+    /// Name of the entry of `profiles` to use; empty picks the one named like the last part
+    /// of `source`.
+    pub profile: String,
+}
+
+/// Input requirements of one model: its pooling, length limit and text prefixes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelProfile {
+    /// Pooling the model was trained with. Only "mean" is served, because the untrained
+    /// attention head is exactly mean pooling.
+    pub pooling: PoolingChoice,
+    /// Maximum input length the model supports, in tokens, special tokens included.
+    pub max_tokens: usize,
+    /// Text put before every query, such as "query: " for e5 models.
+    #[serde(default)]
+    pub query_prefix: String,
+    /// Text put before every item text, such as "passage: " for e5 models.
+    #[serde(default)]
+    pub passage_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolingChoice {
+    Mean,
+    Cls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +242,7 @@ impl Default for Settings {
         Self {
             data_dir: PathBuf::from("var/data"),
             model: ModelSettings::default(),
+            profiles: default_profiles(),
             head: HeadSettings::default(),
             catalog: CatalogSettings::default(),
             index: IndexSettings::default(),
@@ -230,8 +262,23 @@ impl Default for ModelSettings {
             revision: "main".into(),
             max_tokens: 128,
             device: DeviceChoice::Auto,
+            profile: String::new(),
         }
     }
+}
+
+/// Returns the profiles of the models that scripts/fetch-models.sh installs.
+fn default_profiles() -> BTreeMap<String, ModelProfile> {
+    let profile = |max_tokens, query_prefix: &str, passage_prefix: &str| ModelProfile {
+        pooling: PoolingChoice::Mean,
+        max_tokens,
+        query_prefix: query_prefix.into(),
+        passage_prefix: passage_prefix.into(),
+    };
+    BTreeMap::from([
+        ("all-MiniLM-L6-v2".to_string(), profile(256, "", "")),
+        ("multilingual-e5-small".to_string(), profile(512, "query: ", "passage: ")),
+    ])
 }
 
 impl Default for CatalogSettings {
@@ -361,6 +408,20 @@ impl Settings {
                 problem: format!("is {}, must be between 0 and 1 (exclusive)", self.index.rebuild_removed_ratio),
             });
         }
+        if let Some((name, profile)) = self.model_profile()? {
+            if profile.pooling != PoolingChoice::Mean {
+                return Err(ConfigError::OutOfRange {
+                    field: "profiles.pooling",
+                    problem: format!("of {name} is {:?}; only \"mean\" pooling is served", profile.pooling),
+                });
+            }
+            if self.model.max_tokens > profile.max_tokens {
+                return Err(ConfigError::OutOfRange {
+                    field: "model.max_tokens",
+                    problem: format!("is {} but {name} supports at most {}; lower model.max_tokens", self.model.max_tokens, profile.max_tokens),
+                });
+            }
+        }
         if !(0.0..=1.0).contains(&self.log.otlp_sample_ratio) {
             return Err(ConfigError::OutOfRange {
                 field: "log.otlp_sample_ratio",
@@ -377,6 +438,26 @@ impl Settings {
             return Err(ConfigError::OutOfRange { field: "catalog.text_fields", problem: "must name at least one field".into() });
         }
         Ok(())
+    }
+
+    /// Returns the name and profile of the configured model: `model.profile` when set, else
+    /// the profile named like the last part of `model.source`, else none (no prefixes, mean
+    /// pooling, the model's own length limit).
+    pub fn model_profile(&self) -> Result<Option<(String, ModelProfile)>, ConfigError> {
+        let name = if self.model.profile.is_empty() {
+            let source = self.model.source.trim_end_matches('/');
+            source.rsplit('/').next().unwrap_or(source).to_string()
+        } else {
+            self.model.profile.clone()
+        };
+        match self.profiles.get(&name) {
+            Some(profile) => Ok(Some((name, profile.clone()))),
+            None if self.model.profile.is_empty() => Ok(None),
+            None => Err(ConfigError::OutOfRange {
+                field: "model.profile",
+                problem: format!("is {name:?}, which is not in [profiles]; known: {}", self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")),
+            }),
+        }
     }
 
     /// Resolves `index.search_threads = 0` to the number of CPU cores.
@@ -425,6 +506,26 @@ mod tests {
             assert!(!printed.contains("first-key"), "{printed}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn profile_follows_model_directory() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.model_profile().unwrap().unwrap().0, "all-MiniLM-L6-v2");
+        settings.model.source = "models/multilingual-e5-small/".into();
+        let (name, profile) = settings.model_profile().unwrap().unwrap();
+        assert_eq!((name.as_str(), profile.query_prefix.as_str()), ("multilingual-e5-small", "query: "));
+        settings.model.source = "/tmp/some-model".into();
+        assert!(settings.model_profile().unwrap().is_none());
+        settings.model.profile = "unknown".into();
+        assert!(settings.model_profile().unwrap_err().to_string().contains("multilingual-e5-small"));
+    }
+
+    #[test]
+    fn max_tokens_above_profile_rejected() {
+        let mut settings = Settings::default();
+        settings.model.max_tokens = 300;
+        assert!(settings.validate().unwrap_err().to_string().contains("at most 256"));
     }
 
     #[test]

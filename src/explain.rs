@@ -1,8 +1,17 @@
 //! Turns per-token attention into per-word weights that a person can read.
+//!
+//! Words are what the tokenizer's pre-tokenizer split on (spaces and punctuation), except in
+//! text with Chinese characters, which has no spaces: there a dictionary segmenter (jieba)
+//! finds the words, so that "我要买一双耐克运动鞋" explains as 我要, 买, 一双, 耐克, 运动鞋.
+
+use std::sync::LazyLock;
 
 use serde::Serialize;
 
 use crate::encoder::TokenizedText;
+
+/// The segmenter with its built-in dictionary, loaded on first use.
+static SEGMENTER: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
 
 /// One word of the query and the share of attention it received.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -17,20 +26,33 @@ pub struct WordWeight {
 
 /// Merges word pieces back into the words of the query and sums their attention.
 ///
-/// Special tokens ([CLS], [SEP]) take part in pooling but are not words, so their share is
-/// left out and the word weights are rescaled to sum to 1. `attention` contains one weight per
-/// token of `text` (padding already cut off).
+/// Special tokens ([CLS], [SEP]) and the model's prefix ("query: ") take part in pooling but
+/// are not words of the query, so their share is left out and the word weights are rescaled to
+/// sum to 1. `attention` contains one weight per token of `text` (padding already cut off).
 pub fn word_weights(text: &TokenizedText, attention: &[f32]) -> Vec<WordWeight> {
-    let mut words: Vec<(u32, usize, usize, f32)> = Vec::new();
+    let segments = has_han(&text.text[text.prefix_len..]).then(|| segment(&text.text, text.prefix_len));
+
+    // (word key, start byte, end byte, summed attention)
+    let mut words: Vec<(usize, usize, usize, f32)> = Vec::new();
     for (token, weight) in attention.iter().enumerate().take(text.len()) {
-        let Some(word) = text.word_ids[token] else { continue };
+        let Some(word_id) = text.word_ids[token] else { continue };
         let (start, end) = text.offsets[token];
+        if start < text.prefix_len || start >= end {
+            continue;
+        }
+        let (key, start, end) = match &segments {
+            Some(segments) => {
+                let Some(index) = segments.iter().position(|(from, to)| start >= *from && start < *to) else { continue };
+                (index, segments[index].0, segments[index].1)
+            }
+            None => (word_id as usize, start, end),
+        };
         match words.last_mut() {
-            Some(last) if last.0 == word => {
+            Some(last) if last.0 == key => {
                 last.2 = last.2.max(end);
                 last.3 += weight;
             }
-            _ => words.push((word, start, end, *weight)),
+            _ => words.push((key, start, end, *weight)),
         }
     }
 
@@ -41,6 +63,21 @@ pub fn word_weights(text: &TokenizedText, attention: &[f32]) -> Vec<WordWeight> 
             text: text.text.get(start..end).unwrap_or_default().to_string(),
             weight: if total > 0.0 { weight / total } else { 0.0 },
         })
+        .collect()
+}
+
+/// True when the text contains a CJK ideograph.
+fn has_han(text: &str) -> bool {
+    text.chars().any(|c| matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{2FFFF}'))
+}
+
+/// Byte ranges of the words of `text` after `skip` bytes, leaving out whitespace.
+fn segment(text: &str, skip: usize) -> Vec<(usize, usize)> {
+    SEGMENTER
+        .cut(&text[skip..], true)
+        .into_iter()
+        .filter(|token| !token.word.trim().is_empty())
+        .map(|token| (skip + token.byte_start, skip + token.byte_end))
         .collect()
 }
 
@@ -55,6 +92,7 @@ mod tests {
             word_ids: vec![None, Some(0), Some(1), Some(1), None],
             offsets: vec![(0, 0), (0, 3), (4, 10), (10, 11), (0, 0)],
             text: "red kettles".into(),
+            prefix_len: 0,
             truncated: false,
         }
     }
@@ -80,5 +118,54 @@ mod tests {
     fn zero_attention_gives_zero_weights() {
         let weights = word_weights(&tokenized(), &[1.0, 0.0, 0.0, 0.0, 0.0]);
         assert!(weights.iter().all(|word| word.weight == 0.0));
+    }
+
+    #[test]
+    fn prefix_tokens_are_left_out() {
+        // "query: red" as [CLS] query : red [SEP]
+        let text = TokenizedText {
+            ids: vec![101, 7, 8, 1, 102],
+            word_ids: vec![None, Some(0), Some(1), Some(2), None],
+            offsets: vec![(0, 0), (0, 5), (5, 6), (7, 10), (0, 0)],
+            text: "query: red".into(),
+            prefix_len: 7,
+            truncated: false,
+        };
+        let weights = word_weights(&text, &[0.1, 0.4, 0.1, 0.3, 0.1]);
+        assert_eq!(weights.len(), 1);
+        assert_eq!(weights[0].text, "red");
+        assert!((weights[0].weight - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn chinese_merges_into_dictionary_words() {
+        // One token per character, all in one pre-tokenizer word, as SentencePiece gives them.
+        let body = "我要买一双耐克运动鞋";
+        let text = format!("query: {body}");
+        let mut offsets = vec![(0, 0), (0, 6)];
+        let mut word_ids = vec![None, Some(0)];
+        for (position, c) in body.char_indices() {
+            offsets.push((7 + position, 7 + position + c.len_utf8()));
+            word_ids.push(Some(1));
+        }
+        offsets.push((0, 0));
+        word_ids.push(None);
+        let mut attention = vec![0.0f32; offsets.len()];
+        for (token, (start, _)) in offsets.iter().enumerate() {
+            let c = text[*start..].chars().next();
+            attention[token] = match c {
+                Some('耐' | '克') => 0.2,
+                Some('运' | '动' | '鞋') => 0.1,
+                _ => 0.01,
+            };
+        }
+        let tokenized = TokenizedText { ids: vec![0; offsets.len()], word_ids, offsets, text, prefix_len: 7, truncated: false };
+        let weights = word_weights(&tokenized, &attention);
+        let words: Vec<&str> = weights.iter().map(|word| word.text.as_str()).collect();
+        assert!(words.contains(&"耐克"), "{words:?}");
+        assert!(words.contains(&"运动鞋"), "{words:?}");
+        let mut ranked = weights.clone();
+        ranked.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        assert_eq!((ranked[0].text.as_str(), ranked[1].text.as_str()), ("耐克", "运动鞋"));
     }
 }

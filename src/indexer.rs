@@ -11,7 +11,7 @@ use crate::catalog::{
     DATABASE_FILE, HEAD_FILE, INDEX_FILE, MANIFEST_FILE, MANIFEST_FORMAT, SNAPSHOT_FILE,
 };
 use crate::config::{ScalarChoice, Settings};
-use crate::encoder::{Encoder, TokenizedText};
+use crate::encoder::{Encoder, TextKind, TokenizedText};
 use crate::pooling::AttentionHead;
 use crate::service::{load_model, ServiceError};
 
@@ -50,7 +50,7 @@ pub async fn build_data_dir(settings: &Settings, catalog: &Path, head_path: Opti
     store.close().await?;
 
     let texts: Vec<&str> = items.iter().map(|item| item.text.as_str()).collect();
-    let tokenized = model.encoder.tokenizer().tokenize_all(&texts)?;
+    let tokenized = model.encoder.tokenizer().tokenize_all(&texts, TextKind::Item)?;
     let truncated = tokenized.iter().filter(|text| text.truncated).count();
     let index = VectorIndex::create(model.encoder.hidden_size(), &settings.index, items.len(), 1)?;
     embed_into_index(&model.encoder, &head, &tokenized, &keys, settings.catalog.batch_size, &index)?;
@@ -61,7 +61,13 @@ pub async fn build_data_dir(settings: &Settings, catalog: &Path, head_path: Opti
 
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
-        model: ModelRecord { name: model.files.name.clone(), fingerprint: model.fingerprint.clone(), max_tokens: settings.model.max_tokens },
+        model: ModelRecord {
+            name: model.files.name.clone(),
+            fingerprint: model.fingerprint.clone(),
+            max_tokens: settings.model.max_tokens,
+            query_prefix: model.encoder.tokenizer().prefixes().query.clone(),
+            passage_prefix: model.encoder.tokenizer().prefixes().passage.clone(),
+        },
         head: HeadRecord { checksum: head.checksum()?, stored: head_path.is_some() },
         index: IndexRecord {
             dimensions: model.encoder.hidden_size(),

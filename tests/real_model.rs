@@ -3,7 +3,7 @@
 mod common;
 
 use attnrec::config::Settings;
-use attnrec::encoder::{Encoder, ModelSource};
+use attnrec::encoder::{Encoder, ModelSource, TextKind};
 use attnrec::pooling::AttentionHead;
 use attnrec::service::Recommender;
 use candle_core::Device;
@@ -23,9 +23,9 @@ fn batch_embedding_equals_single() {
     let head = AttentionHead::untrained(encoder.hidden_size(), &Device::Cpu).unwrap();
     let tokenizer = encoder.tokenizer();
 
-    let short = tokenizer.tokenize("I want a pair of Nike running shoes").unwrap();
-    let long_a = tokenizer.tokenize(&"a much longer text about garden hoses, kettles and lamps ".repeat(6)).unwrap();
-    let long_b = tokenizer.tokenize("another longer sentence that pads the short one in the batch by many tokens").unwrap();
+    let short = tokenizer.tokenize("I want a pair of Nike running shoes", TextKind::Query).unwrap();
+    let long_a = tokenizer.tokenize(&"a much longer text about garden hoses, kettles and lamps ".repeat(6), TextKind::Query).unwrap();
+    let long_b = tokenizer.tokenize("another longer sentence that pads the short one in the batch by many tokens", TextKind::Query).unwrap();
     assert!(short.len() < long_a.len());
     assert!(short.len() < long_b.len());
 
@@ -47,7 +47,7 @@ fn batch_embedding_equals_single() {
 fn packaged_padding_is_overridden() {
     let files = ModelSource::Directory(real_model_dir()).resolve().unwrap();
     let encoder = Encoder::load(&files, 128, Device::Cpu).unwrap();
-    let tokens = encoder.tokenizer().tokenize("red kettle").unwrap();
+    let tokens = encoder.tokenizer().tokenize("red kettle", TextKind::Query).unwrap();
     assert_eq!(tokens.len(), 4, "[CLS] red kettle [SEP], not padded to 128");
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use attnrec::config::Settings;
-use attnrec::encoder::{Encoder, ModelSource, TokenizedText};
+use attnrec::encoder::{Encoder, ModelSource, TextKind, TokenizedText};
 use attnrec::explain::word_weights;
 use attnrec::pooling::AttentionHead;
 use attnrec::train::{split_of, train, Split, TrainOptions};
@@ -74,13 +74,13 @@ fn same_seed_gives_same_head() {
 /// Mean nDCG@10-style hit rate: the share of queries whose exact item ranks first.
 fn top1_accuracy(encoder: &Encoder, head: &AttentionHead, queries: &[(String, String)]) -> f64 {
     let titles: Vec<String> = COLORS.iter().flat_map(|c| THINGS.iter().map(move |t| format!("{c} {t}"))).collect();
-    let tokenized: Vec<TokenizedText> = encoder.tokenizer().tokenize_all(&titles).unwrap();
+    let tokenized: Vec<TokenizedText> = encoder.tokenizer().tokenize_all(&titles, TextKind::Item).unwrap();
     let batch: Vec<&TokenizedText> = tokenized.iter().collect();
     let items = head.pool_items(&encoder.forward(&batch).unwrap()).unwrap().to_vec2::<f32>().unwrap();
 
     let mut hits = 0;
     for (query, expected) in queries {
-        let tokens = encoder.tokenizer().tokenize(query).unwrap();
+        let tokens = encoder.tokenizer().tokenize(query, TextKind::Query).unwrap();
         let vector = head.pool_queries(&encoder.forward(&[&tokens]).unwrap()).unwrap().vectors.to_vec2::<f32>().unwrap().remove(0);
         let best = items
             .iter()
@@ -132,7 +132,7 @@ fn trained_head_attends_to_deciding_words() {
     assert!(trained_accuracy > mean_accuracy, "trained {trained_accuracy} vs mean pooling {mean_accuracy}");
 
     let query = "please find me something like a red kettle thanks";
-    let tokens = encoder.tokenizer().tokenize(query).unwrap();
+    let tokens = encoder.tokenizer().tokenize(query, TextKind::Query).unwrap();
     let attention = trained.pool_queries(&encoder.forward(&[&tokens]).unwrap()).unwrap().attention.to_vec2::<f32>().unwrap().remove(0);
     let words = word_weights(&tokens, &attention);
     let weights: HashMap<&str, f32> = words.iter().map(|word| (word.text.as_str(), word.weight)).collect();

@@ -16,16 +16,11 @@ use tokio::sync::oneshot;
 
 pub use queue::{BatchLimits, BatchQueue, PendingText};
 
+pub use crate::encoder::TextKind;
 use crate::encoder::{Encoder, EncoderError, TextTokenizer, TokenizedText};
 use crate::metrics::METRICS;
 use crate::pooling::{AttentionHead, PoolingError};
 
-/// Whether a text is pooled as a query (attention head) or as an item (scoring projection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextKind {
-    Query,
-    Item,
-}
 
 /// A pooled text.
 #[derive(Debug, Clone)]
@@ -173,7 +168,7 @@ fn tokenize_loop(tokenizer: &TextTokenizer, jobs: Receiver<TokenizeJob>, inferen
             continue;
         }
         let started = Instant::now();
-        let tokens = match tokenizer.tokenize(&job.text) {
+        let tokens = match tokenizer.tokenize(&job.text, job.kind) {
             Ok(tokens) => tokens,
             Err(err) => {
                 let _ = job.reply.send(Err(err.into()));
@@ -306,7 +301,7 @@ impl InferenceOwner {
         let tokenizer = self.encoder.tokenizer();
         let max_tokens = tokenizer.max_tokens();
         let filler = "warm up text ".repeat(max_tokens);
-        let Ok(full) = tokenizer.tokenize(&filler) else { return };
+        let Ok(full) = tokenizer.tokenize(&filler, TextKind::Query) else { return };
 
         let mut length = 8;
         loop {

@@ -16,7 +16,8 @@ const COPY_CHUNK: usize = 1024;
 
 pub struct LiveIndex {
     index: RwLock<VectorIndex>,
-    /// Vectors removed since the index was built; their graph nodes linger until a rebuild.
+    /// Vectors removed since the index was built. Their graph nodes stay until a rebuild or
+    /// until an add reuses the slot, so this counts dead nodes high, never low.
     removed: AtomicUsize,
     settings: IndexSettings,
     /// Concurrent users the index reserves room for.
@@ -94,7 +95,8 @@ impl LiveIndex {
         Ok(removed)
     }
 
-    /// Share of the graph's nodes that belong to removed vectors.
+    /// Returns removals since the last build relative to the graph size: an upper bound on
+    /// the share of dead nodes.
     pub fn removed_ratio(&self) -> f64 {
         let removed = self.removed.load(Ordering::Relaxed);
         let total = removed + self.len();

@@ -31,6 +31,12 @@ pub struct ModelRecord {
     /// SHA-256 of config.json, tokenizer.json and the weights: the identity that is checked.
     pub fingerprint: String,
     pub max_tokens: usize,
+    /// Prefix put before queries; empty in data directories from before prefixes existed.
+    #[serde(default)]
+    pub query_prefix: String,
+    /// Prefix put before item texts when they were embedded.
+    #[serde(default)]
+    pub passage_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +118,24 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// Fails when the configured model profile puts other prefixes before texts than the ones
+    /// the index was built with, since its item vectors would not match new queries.
+    pub fn check_prefixes(&self, data_dir: &Path, prefixes: &crate::encoder::TextPrefixes) -> Result<(), CatalogError> {
+        if self.model.query_prefix == prefixes.query && self.model.passage_prefix == prefixes.passage {
+            return Ok(());
+        }
+        Err(CatalogError::ManifestMismatch {
+            dir: data_dir.to_path_buf(),
+            message: format!(
+                "it was indexed with the prefixes {:?} (queries) and {:?} (items), but the model profile sets {:?} and {:?}; \
+                 set model.profile to the profile it was built with, or re-run `attnrec index`",
+                self.model.query_prefix, self.model.passage_prefix, prefixes.query, prefixes.passage
+            ),
+        })
+    }
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -123,7 +147,13 @@ mod tests {
     fn manifest() -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT,
-            model: ModelRecord { name: "models/tiny".into(), fingerprint: "aaaa".repeat(16), max_tokens: 128 },
+            model: ModelRecord {
+                name: "models/tiny".into(),
+                fingerprint: "aaaa".repeat(16),
+                max_tokens: 128,
+                query_prefix: String::new(),
+                passage_prefix: String::new(),
+            },
             head: HeadRecord { checksum: "bbbb".repeat(16), stored: false },
             index: IndexRecord { dimensions: 32, metric: "ip".into(), scalar: "f32".into(), connectivity: 16 },
             item_count: 3,
@@ -159,6 +189,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = manifest().check_compatible(dir.path(), &"aaaa".repeat(16), &"dddd".repeat(16)).unwrap_err();
         assert!(err.to_string().contains("head"), "{err}");
+    }
+
+    #[test]
+    fn other_prefixes_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let e5 = crate::encoder::TextPrefixes { query: "query: ".into(), passage: "passage: ".into() };
+        let err = manifest().check_prefixes(dir.path(), &e5).unwrap_err();
+        assert!(err.to_string().contains("passage: "), "{err}");
+        manifest().check_prefixes(dir.path(), &Default::default()).unwrap();
     }
 
     #[test]

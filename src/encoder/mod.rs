@@ -3,6 +3,7 @@
 
 mod device;
 mod model;
+mod normalize;
 mod source;
 mod tokenize;
 
@@ -11,7 +12,8 @@ use std::path::PathBuf;
 pub use device::select_device;
 pub use model::{Encoder, TokenStates};
 pub use source::{ModelFiles, ModelSource};
-pub use tokenize::{TextTokenizer, TokenizedText};
+pub use normalize::normalize_text;
+pub use tokenize::{TextKind, TextPrefixes, TextTokenizer, TokenizedText};
 
 /// Errors of the encoder layer. All of them are the service's fault (bad model files or a
 /// failed tensor operation), except `Tokenize`, which is raised for text the tokenizer rejects.

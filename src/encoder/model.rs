@@ -60,6 +60,13 @@ impl Encoder {
         Ok(Self { model, tokenizer, device, hidden_size: config.hidden_size, pad_id })
     }
 
+    /// Sets the prefixes that queries and item texts get before tokenization.
+    pub fn with_prefixes(mut self, prefixes: super::TextPrefixes) -> Self {
+        let tokenizer = Arc::try_unwrap(self.tokenizer).unwrap_or_else(|shared| (*shared).clone());
+        self.tokenizer = Arc::new(tokenizer.with_prefixes(prefixes));
+        self
+    }
+
     /// Returns the tokenizer, shared so that tokenization can run on other threads.
     pub fn tokenizer(&self) -> &Arc<TextTokenizer> {
         &self.tokenizer

@@ -18,7 +18,7 @@ pub use metrics::{ndcg_at, recall_at, reciprocal_rank_at};
 
 use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, INDEX_FILE};
 use crate::config::Settings;
-use crate::encoder::TokenizedText;
+use crate::encoder::{TextKind, TokenizedText};
 use crate::service::{load_head, load_model, ServiceError};
 
 /// Judgments grouped by query text, in first-seen order.
@@ -82,7 +82,7 @@ pub async fn evaluate(settings: &Settings, judgments: &Judgments, threshold: f64
     let mut sums = EvalReport::default();
     let (mut ndcg_count, mut recall_count) = (0usize, 0usize);
     for chunk in queries.chunks(settings.catalog.batch_size.max(1)) {
-        let tokenized: Vec<TokenizedText> = chunk.iter().map(|(query, _)| model.encoder.tokenizer().tokenize(query)).collect::<Result<_, _>>()?;
+        let tokenized: Vec<TokenizedText> = chunk.iter().map(|(query, _)| model.encoder.tokenizer().tokenize(query, TextKind::Query)).collect::<Result<_, _>>()?;
         let batch: Vec<&TokenizedText> = tokenized.iter().collect();
         let states = model.encoder.forward(&batch)?;
         let vectors = head.pool_queries(&states)?.vectors.to_vec2::<f32>().map_err(crate::pooling::PoolingError::from)?;

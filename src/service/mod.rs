@@ -18,7 +18,7 @@ use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind}
 use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
 use crate::config::Settings;
 use crate::feedback::{FeedbackError, FeedbackLog};
-use crate::encoder::{select_device, Encoder, EncoderError, ModelFiles, ModelSource};
+use crate::encoder::{select_device, Encoder, EncoderError, ModelFiles, ModelSource, TextPrefixes};
 use crate::explain::{word_weights, WordWeight};
 use crate::metrics::METRICS;
 use crate::pooling::{AttentionHead, PoolingError};
@@ -49,6 +49,8 @@ pub enum ServiceError {
     Pooling(#[from] PoolingError),
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -95,7 +97,12 @@ pub fn load_model(settings: &Settings) -> Result<LoadedModel, ServiceError> {
     let files = ModelSource::parse(&settings.model.source, &settings.model.revision).resolve()?;
     let fingerprint = files.fingerprint()?;
     let device = select_device(settings.model.device)?;
-    let encoder = Encoder::load(&files, settings.model.max_tokens, device)?;
+    let (profile, prefixes) = match settings.model_profile()? {
+        Some((name, profile)) => (name, TextPrefixes { query: profile.query_prefix, passage: profile.passage_prefix }),
+        None => ("none".to_string(), TextPrefixes::default()),
+    };
+    let encoder = Encoder::load(&files, settings.model.max_tokens, device)?.with_prefixes(prefixes);
+    tracing::info!(profile = %profile, "model profile applied");
     Ok(LoadedModel { files, fingerprint, encoder })
 }
 
@@ -139,6 +146,7 @@ impl Recommender {
         let model = load_model(settings)?;
         let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
         manifest.check_compatible(data_dir, &model.fingerprint, &head.checksum()?)?;
+        manifest.check_prefixes(data_dir, model.encoder.tokenizer().prefixes())?;
 
         let threads = settings.search_threads();
         // Room for the searches, the writer and a background rebuild at once.

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::encoder::{Encoder, TokenizedText};
+use crate::encoder::{Encoder, TextKind, TokenizedText};
 use crate::pooling::masked_mean;
 use crate::service::ServiceError;
 
@@ -78,7 +78,7 @@ pub fn query_features(encoder: &Encoder, queries: &[String], cache_dir: &Path, f
         }
     }
 
-    let tokenized: Vec<TokenizedText> = encoder.tokenizer().tokenize_all(queries)?;
+    let tokenized: Vec<TokenizedText> = encoder.tokenizer().tokenize_all(queries, TextKind::Query)?;
     let longest = tokenized.iter().map(TokenizedText::len).max().unwrap_or(1);
     let bar = progress(queries.len(), "queries");
     let mut state_rows = Vec::with_capacity(queries.len().div_ceil(BATCH));
@@ -111,7 +111,7 @@ pub fn item_features(encoder: &Encoder, texts: &[String], cache_dir: &Path, fing
         }
     }
 
-    let tokenized: Vec<TokenizedText> = encoder.tokenizer().tokenize_all(texts)?;
+    let tokenized: Vec<TokenizedText> = encoder.tokenizer().tokenize_all(texts, TextKind::Item)?;
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&position| tokenized[position].len());
     let hidden = encoder.hidden_size();
