@@ -4,14 +4,10 @@
 //! text with Chinese characters, which has no spaces: there a dictionary segmenter (jieba)
 //! finds the words, so that "我要买一双耐克运动鞋" explains as 我要, 买, 一双, 耐克, 运动鞋.
 
-use std::sync::LazyLock;
-
 use serde::Serialize;
 
 use crate::encoder::TokenizedText;
-
-/// The segmenter with its built-in dictionary, loaded on first use.
-static SEGMENTER: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
+use crate::segment;
 
 /// One word of the query and the share of attention it received.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -30,7 +26,9 @@ pub struct WordWeight {
 /// are not words of the query, so their share is left out and the word weights are rescaled to
 /// sum to 1. `attention` contains one weight per token of `text` (padding already cut off).
 pub fn word_weights(text: &TokenizedText, attention: &[f32]) -> Vec<WordWeight> {
-    let segments = has_han(&text.text[text.prefix_len..]).then(|| segment(&text.text, text.prefix_len));
+    let body = &text.text[text.prefix_len..];
+    let segments = segment::has_han(body)
+        .then(|| segment::words(body).into_iter().map(|(start, end)| (start + text.prefix_len, end + text.prefix_len)).collect::<Vec<_>>());
 
     // (word key, start byte, end byte, summed attention)
     let mut words: Vec<(usize, usize, usize, f32)> = Vec::new();
@@ -63,21 +61,6 @@ pub fn word_weights(text: &TokenizedText, attention: &[f32]) -> Vec<WordWeight> 
             text: text.text.get(start..end).unwrap_or_default().to_string(),
             weight: if total > 0.0 { weight / total } else { 0.0 },
         })
-        .collect()
-}
-
-/// True when the text contains a CJK ideograph.
-fn has_han(text: &str) -> bool {
-    text.chars().any(|c| matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{2FFFF}'))
-}
-
-/// Byte ranges of the words of `text` after `skip` bytes, leaving out whitespace.
-fn segment(text: &str, skip: usize) -> Vec<(usize, usize)> {
-    SEGMENTER
-        .cut(&text[skip..], true)
-        .into_iter()
-        .filter(|token| !token.word.trim().is_empty())
-        .map(|token| (skip + token.byte_start, skip + token.byte_end))
         .collect()
 }
 

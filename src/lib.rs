@@ -14,6 +14,7 @@ pub mod feedback;
 pub mod indexer;
 pub mod metrics;
 pub mod pooling;
+pub mod segment;
 pub mod service;
 pub mod telemetry;
 pub mod testing;

@@ -1,4 +1,5 @@
-//! BM25 over item texts with tantivy (English stemming and lower-casing), the lexical baseline.
+//! BM25 over item texts with tantivy, the lexical baseline: lower-cased, English-stemmed
+//! words, segmented by a dictionary (jieba) when the catalogue contains Chinese.
 
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
@@ -27,7 +28,11 @@ impl Bm25Index {
         let text = schema.add_text_field("text", TEXT);
         let row = schema.add_u64_field("row", INDEXED | STORED);
         let index = Index::create_in_ram(schema.build());
-        index.tokenizers().register("default", english_analyzer());
+        if texts.iter().any(|text| crate::segment::has_han(text)) {
+            index.tokenizers().register("default", analyzer(SegmentingTokenizer));
+        } else {
+            index.tokenizers().register("default", analyzer(tantivy::tokenizer::SimpleTokenizer::default()));
+        }
 
         let mut writer = index.writer(WRITER_MEMORY)?;
         for (position, body) in texts.iter().enumerate() {
@@ -42,7 +47,14 @@ impl Bm25Index {
     /// characters are treated as plain text, so any shopper text is accepted.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<usize>, Bm25Error> {
         let searcher = self.reader.searcher();
-        let cleaned: String = query.chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
+        // The parser turns each space-separated term into a phrase of its tokens, so Chinese,
+        // which has no spaces, is split into its words first and each word becomes a term.
+        let spaced = if crate::segment::has_han(query) {
+            crate::segment::words(query).iter().map(|(start, end)| &query[*start..*end]).collect::<Vec<_>>().join(" ")
+        } else {
+            query.to_string()
+        };
+        let cleaned: String = spaced.chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
         // Terms are ORed (the parser's default): a shopper's words rarely all appear in a title.
         let parser = QueryParser::for_index(&self.index, vec![self.text]);
         let (parsed, _errors) = parser.parse_query_lenient(&cleaned);
@@ -58,13 +70,54 @@ impl Bm25Index {
     }
 }
 
-fn english_analyzer() -> tantivy::tokenizer::TextAnalyzer {
-    use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer};
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(Stemmer::new(Language::English))
-        .build()
+fn analyzer<T: tantivy::tokenizer::Tokenizer>(tokenizer: T) -> tantivy::tokenizer::TextAnalyzer {
+    use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer};
+    TextAnalyzer::builder(tokenizer).filter(RemoveLongFilter::limit(40)).filter(LowerCaser).filter(Stemmer::new(Language::English)).build()
+}
+
+/// Splits text into dictionary words (see `crate::segment`), dropping punctuation.
+#[derive(Clone)]
+struct SegmentingTokenizer;
+
+/// The words of one text, handed out one at a time.
+struct WordStream {
+    tokens: Vec<tantivy::tokenizer::Token>,
+    next: usize,
+}
+
+impl tantivy::tokenizer::Tokenizer for SegmentingTokenizer {
+    type TokenStream<'a> = WordStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordStream {
+        let tokens = crate::segment::words(text)
+            .into_iter()
+            .filter(|(start, end)| text[*start..*end].chars().any(char::is_alphanumeric))
+            .enumerate()
+            .map(|(position, (start, end))| tantivy::tokenizer::Token {
+                offset_from: start,
+                offset_to: end,
+                position,
+                text: text[start..end].to_string(),
+                position_length: 1,
+            })
+            .collect();
+        WordStream { tokens, next: 0 }
+    }
+}
+
+impl tantivy::tokenizer::TokenStream for WordStream {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+
+    fn token(&self) -> &tantivy::tokenizer::Token {
+        &self.tokens[self.next - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut tantivy::tokenizer::Token {
+        &mut self.tokens[self.next - 1]
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +130,15 @@ mod tests {
         let index = Bm25Index::build(&texts).unwrap();
         assert_eq!(index.search("coffee mug", 3).unwrap()[0], 1);
         assert_eq!(index.search("kettles!", 3).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn chinese_catalogue_matches_words() {
+        let texts = vec!["耐克男子跑步鞋 运动鞋".to_string(), "苏泊尔电水壶 不锈钢".to_string(), "Nike 运动袜".to_string()];
+        let index = Bm25Index::build(&texts).unwrap();
+        assert_eq!(index.search("我要买一双耐克运动鞋", 3).unwrap()[0], 0);
+        assert_eq!(index.search("电水壶", 3).unwrap(), vec![1]);
+        assert_eq!(index.search("nike", 3).unwrap(), vec![2]);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct MethodReport {
     pub name: String,
     pub queries: usize,
     pub ndcg_at_10: f64,
+    pub recall_at_1: f64,
     pub recall_at_10: f64,
     pub recall_at_100: f64,
     pub mrr_at_10: f64,
@@ -80,16 +81,20 @@ pub fn rank_exact(queries: &Tensor, items: &Tensor, depth: usize) -> Result<Vec<
 }
 
 fn score(name: &str, rankings: &[Vec<usize>], judged: &[HashMap<String, f64>], threshold: f64) -> MethodReport {
-    let (mut ndcg, mut r10, mut r100, mut mrr, mut graded, mut relevant) = (0.0, 0.0, 0.0, 0.0, 0, 0);
+    let (mut ndcg, mut r1, mut r10, mut r100, mut mrr, mut graded, mut relevant) = (0.0, 0.0, 0.0, 0.0, 0.0, 0, 0);
     for (ranking, grades) in rankings.iter().zip(judged) {
         let ids: Vec<String> = ranking.iter().map(|row| row.to_string()).collect();
         if let Some(value) = ndcg_at(&ids, grades, 10) {
             ndcg += value;
             graded += 1;
         }
-        if let (Some(a), Some(b), Some(c)) =
-            (recall_at(&ids, grades, threshold, 10), recall_at(&ids, grades, threshold, 100), reciprocal_rank_at(&ids, grades, threshold, 10))
-        {
+        if let (Some(first), Some(a), Some(b), Some(c)) = (
+            recall_at(&ids, grades, threshold, 1),
+            recall_at(&ids, grades, threshold, 10),
+            recall_at(&ids, grades, threshold, 100),
+            reciprocal_rank_at(&ids, grades, threshold, 10),
+        ) {
+            r1 += first;
             r10 += a;
             r100 += b;
             mrr += c;
@@ -101,6 +106,7 @@ fn score(name: &str, rankings: &[Vec<usize>], judged: &[HashMap<String, f64>], t
         name: name.to_string(),
         queries: rankings.len(),
         ndcg_at_10: mean(ndcg, graded),
+        recall_at_1: mean(r1, relevant),
         recall_at_10: mean(r10, relevant),
         recall_at_100: mean(r100, relevant),
         mrr_at_10: mean(mrr, relevant),
@@ -109,11 +115,11 @@ fn score(name: &str, rankings: &[Vec<usize>], judged: &[HashMap<String, f64>], t
 
 /// Renders reports as a Markdown table.
 pub fn markdown_table(methods: &[MethodReport]) -> String {
-    let mut table = String::from("| method | queries | nDCG@10 | recall@10 | recall@100 | MRR@10 |\n|---|---|---|---|---|---|\n");
+    let mut table = String::from("| method | queries | nDCG@10 | recall@1 | recall@10 | recall@100 | MRR@10 |\n|---|---|---|---|---|---|---|\n");
     for method in methods {
         table.push_str(&format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
-            method.name, method.queries, method.ndcg_at_10, method.recall_at_10, method.recall_at_100, method.mrr_at_10
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            method.name, method.queries, method.ndcg_at_10, method.recall_at_1, method.recall_at_10, method.recall_at_100, method.mrr_at_10
         ));
     }
     table
