@@ -3,6 +3,7 @@
 
 mod device;
 mod model;
+mod q4file;
 mod source;
 mod tokenize;
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 
 pub use device::select_device;
 pub use model::{Encoder, TokenStates};
-pub use source::{ModelFiles, ModelSource};
+pub use source::{ModelFiles, ModelSource, ModelWeights, E5_Q4_FILE};
 pub use tokenize::{TextTokenizer, TokenizedText};
 
 /// Errors of the encoder layer. All of them are the service's fault (bad model files or a
@@ -25,6 +26,9 @@ pub enum EncoderError {
     Download { source_name: String, message: String },
     #[error("invalid model config {path}: {message}")]
     InvalidConfig { path: PathBuf, message: String },
+    /// A weights file that is truncated, of another format, or inconsistent with its header.
+    #[error("invalid weights file {path}: {message}")]
+    InvalidWeights { path: PathBuf, message: String },
     #[error("failed to load tokenizer {path}: {message}")]
     TokenizerLoad { path: PathBuf, message: String },
     #[error("tokenization failed: {0}")]
