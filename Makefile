@@ -6,21 +6,22 @@ LISTEN ?= 127.0.0.1:8080
 
 .PHONY: demo build models index-demo test lint openapi clean
 
-## Build, fetch the model, index the demo catalogue and serve it on $(LISTEN).
+## Build, fetch the models, index the demo catalogue and serve it on $(LISTEN).
 demo: build models index-demo
 	./target/release/attnrec serve --data-dir $(DATA_DIR) --listen $(LISTEN)
 
 build:
 	$(CARGO) build --release --locked
 
+# Both models: all-MiniLM-L6-v2 serves the demo, and the tests load both.
 models:
-	scripts/fetch-models.sh all-MiniLM-L6-v2
+	scripts/fetch-models.sh all
 
 index-demo: build models
 	@if [ -f $(DATA_DIR)/manifest.json ]; then echo "$(DATA_DIR) is already indexed (make clean to rebuild)"; \
 	else ./target/release/attnrec index --catalog data/goodbooks-10k.csv --data-dir $(DATA_DIR); fi
 
-## Fetch the model, then run every test (unit, integration, real model).
+## Fetch the models, then run every test (unit, integration, real models).
 test: models
 	$(CARGO) test --locked
 

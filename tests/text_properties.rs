@@ -17,12 +17,19 @@ fn tricky_text() -> impl Strategy<Value = String> {
     prop::collection::vec(prop_oneof![pieces.prop_map(str::to_string), any::<char>().prop_map(String::from)], 0..80).prop_map(|parts| parts.concat())
 }
 
-fn tokenizers() -> Vec<TextTokenizer> {
-    let dir = tempfile::tempdir().unwrap();
-    attnrec::testing::write_tiny_bert(dir.path(), 3).unwrap();
-    let tiny = TextTokenizer::from_file(&dir.path().join("tokenizer.json"), 24).unwrap();
-    let prefixed = tiny.clone().with_prefixes(TextPrefixes { query: "query: ".into(), passage: "passage: ".into() });
-    vec![tiny, prefixed]
+/// The tiny test model's WordPiece tokenizer, plain and with e5 prefixes, and the real e5
+/// SentencePiece tokenizer, loaded once.
+fn tokenizers() -> &'static [TextTokenizer] {
+    static TOKENIZERS: std::sync::OnceLock<Vec<TextTokenizer>> = std::sync::OnceLock::new();
+    TOKENIZERS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        attnrec::testing::write_tiny_bert(dir.path(), 3).unwrap();
+        let e5_prefixes = TextPrefixes { query: "query: ".into(), passage: "passage: ".into() };
+        let tiny = TextTokenizer::from_file(&dir.path().join("tokenizer.json"), 24).unwrap();
+        let prefixed = tiny.clone().with_prefixes(e5_prefixes.clone());
+        let e5 = TextTokenizer::from_file(&common::real_e5_model_dir().join("tokenizer.json"), 24).unwrap().with_prefixes(e5_prefixes);
+        vec![tiny, prefixed, e5]
+    })
 }
 
 proptest! {

@@ -28,7 +28,8 @@ pub struct Manifest {
 pub struct ModelRecord {
     /// The model as configured (directory or Hub id), for messages only.
     pub name: String,
-    /// SHA-256 of config.json, tokenizer.json and the weights: the identity that is checked.
+    /// SHA-256 of the model files the encoder reads (`ModelFiles::fingerprint`): the identity
+    /// that is checked.
     pub fingerprint: String,
     pub max_tokens: usize,
     /// Prefix put before queries; empty in data directories from before prefixes existed.

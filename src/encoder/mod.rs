@@ -4,6 +4,7 @@
 mod device;
 mod model;
 mod normalize;
+mod q4file;
 mod source;
 mod tokenize;
 
@@ -11,8 +12,8 @@ use std::path::PathBuf;
 
 pub use device::select_device;
 pub use model::{Encoder, TokenStates};
-pub use source::{ModelFiles, ModelSource};
 pub use normalize::normalize_text;
+pub use source::{ModelFiles, ModelSource, ModelWeights, E5_Q4_FILE};
 pub use tokenize::{TextKind, TextPrefixes, TextTokenizer, TokenizedText};
 
 /// Errors of the encoder layer. All of them are the service's fault (bad model files or a
@@ -27,6 +28,9 @@ pub enum EncoderError {
     Download { source_name: String, message: String },
     #[error("invalid model config {path}: {message}")]
     InvalidConfig { path: PathBuf, message: String },
+    /// A weights file that is truncated, of another format, or inconsistent with its header.
+    #[error("invalid weights file {path}: {message}")]
+    InvalidWeights { path: PathBuf, message: String },
     #[error("failed to load tokenizer {path}: {message}")]
     TokenizerLoad { path: PathBuf, message: String },
     #[error("tokenization failed: {0}")]

@@ -1,5 +1,6 @@
 //! The forward pass: padded batches of token ids in, token states and their mask out.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -7,7 +8,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 
 use super::device::device_label;
-use super::{EncoderError, ModelFiles, TextTokenizer, TokenizedText};
+use super::{q4file, EncoderError, ModelFiles, ModelWeights, TextTokenizer, TokenizedText};
 
 /// Contextual token states of a padded batch.
 pub struct TokenStates {
@@ -34,25 +35,23 @@ impl Encoder {
     }
 
     /// Loads the model with its weights and activations in `dtype` (f32, f16 or bf16). Token
-    /// states are always returned in f32.
+    /// states are always returned in f32. A 4-bit `e5-small-q4.bin` is dequantized to f32 first.
     pub fn load_with_dtype(files: &ModelFiles, max_tokens: usize, device: Device, dtype: DType) -> Result<Self, EncoderError> {
-        let config_text = std::fs::read_to_string(&files.config)
-            .map_err(|source| EncoderError::Io { path: files.config.clone(), source })?;
-        let config: BertConfig = serde_json::from_str(&config_text)
-            .map_err(|err| EncoderError::InvalidConfig { path: files.config.clone(), message: err.to_string() })?;
-        if max_tokens > config.max_position_embeddings {
-            return Err(EncoderError::InvalidConfig {
-                path: files.config.clone(),
-                message: format!(
-                    "model.max_tokens is {max_tokens} but the model has only {} positions; lower model.max_tokens",
-                    config.max_position_embeddings
-                ),
-            });
-        }
+        let (config, vb) = match &files.weights {
+            ModelWeights::Safetensors { config, weights } => {
+                let config = read_config(config, max_tokens)?;
+                // SAFETY: the weights file is memory-mapped read-only and is not modified while loaded.
+                let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, &device)? };
+                (config, vb)
+            }
+            ModelWeights::E5Q4 { path } => {
+                let model = q4file::load(path)?;
+                check_positions(&model.config, max_tokens, path)?;
+                (model.config, VarBuilder::from_tensors(model.tensors, dtype, &device))
+            }
+        };
 
         let tokenizer = Arc::new(TextTokenizer::from_file(&files.tokenizer, max_tokens)?);
-        // SAFETY: the weights file is memory-mapped read-only and is not modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.weights], dtype, &device)? };
         let model = BertModel::load(vb, &config)?;
         let pad_id = tokenizer.pad_id();
         tracing::info!(model = %files.name, device = %device_label(&device), hidden = config.hidden_size,
@@ -103,4 +102,28 @@ impl Encoder {
         let hidden = self.model.forward(&ids, &token_types, Some(&mask))?.to_dtype(DType::F32)?;
         Ok(TokenStates { hidden, mask: mask.to_dtype(DType::F32)? })
     }
+}
+
+/// Reads a Hugging Face `config.json` and checks it has positions for `max_tokens` tokens.
+fn read_config(path: &Path, max_tokens: usize) -> Result<BertConfig, EncoderError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EncoderError::Io { path: path.to_path_buf(), source })?;
+    let config: BertConfig = serde_json::from_str(&text)
+        .map_err(|err| EncoderError::InvalidConfig { path: path.to_path_buf(), message: err.to_string() })?;
+    check_positions(&config, max_tokens, path)?;
+    Ok(config)
+}
+
+/// Fails when `max_tokens` exceeds the model's position embeddings; `path` is the file the
+/// config came from.
+fn check_positions(config: &BertConfig, max_tokens: usize, path: &Path) -> Result<(), EncoderError> {
+    if max_tokens > config.max_position_embeddings {
+        return Err(EncoderError::InvalidConfig {
+            path: path.to_path_buf(),
+            message: format!(
+                "model.max_tokens is {max_tokens} but the model has only {} positions; lower model.max_tokens",
+                config.max_position_embeddings
+            ),
+        });
+    }
+    Ok(())
 }

@@ -7,8 +7,12 @@ use sha2::{Digest, Sha256};
 
 use super::EncoderError;
 
-/// The three files an encoder is built from.
+/// The three files of a model in the Hugging Face layout.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+/// The 4-bit multilingual-e5-small weights file; a directory with it and `tokenizer.json`
+/// needs no `config.json`, because the file's header carries the model's dimensions.
+pub const E5_Q4_FILE: &str = "e5-small-q4.bin";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -22,9 +26,17 @@ pub enum ModelSource {
 pub struct ModelFiles {
     /// Model name as configured, for messages and the manifest.
     pub name: String,
-    pub config: PathBuf,
     pub tokenizer: PathBuf,
-    pub weights: PathBuf,
+    pub weights: ModelWeights,
+}
+
+/// The weights of a model and the format they are stored in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelWeights {
+    /// `config.json` and `model.safetensors` with tensors named as in Hugging Face BERT.
+    Safetensors { config: PathBuf, weights: PathBuf },
+    /// An `e5-small-q4.bin` file: header with the model's dimensions, then Q4_0 and f32 tensors.
+    E5Q4 { path: PathBuf },
 }
 
 impl ModelSource {
@@ -54,6 +66,8 @@ impl ModelSource {
     }
 }
 
+/// Resolves a model directory. It is in the e5 4-bit layout when it has `e5-small-q4.bin` and
+/// neither `config.json` nor `model.safetensors`, and in the Hugging Face layout otherwise.
 fn resolve_directory(dir: &Path) -> Result<ModelFiles, EncoderError> {
     if !dir.is_dir() {
         return Err(EncoderError::ModelNotFound {
@@ -62,12 +76,19 @@ fn resolve_directory(dir: &Path) -> Result<ModelFiles, EncoderError> {
         });
     }
     let [config, tokenizer, weights] = MODEL_FILES.map(|name| dir.join(name));
-    for path in [&config, &tokenizer, &weights] {
-        if !path.is_file() {
-            return Err(EncoderError::MissingFile { path: path.clone() });
-        }
+    let q4_path = dir.join(E5_Q4_FILE);
+    let is_e5_q4 = q4_path.is_file() && !config.is_file() && !weights.is_file();
+    let weights = if is_e5_q4 {
+        ModelWeights::E5Q4 { path: q4_path }
+    } else {
+        ModelWeights::Safetensors { config, weights }
+    };
+
+    let files = ModelFiles { name: dir.display().to_string(), tokenizer, weights };
+    if let Some(missing) = files.paths().into_iter().find(|path| !path.is_file()) {
+        return Err(EncoderError::MissingFile { path: missing.to_path_buf() });
     }
-    Ok(ModelFiles { name: dir.display().to_string(), config, tokenizer, weights })
+    Ok(files)
 }
 
 fn resolve_hub(id: &str, revision: &str) -> Result<ModelFiles, EncoderError> {
@@ -80,9 +101,8 @@ fn resolve_hub(id: &str, revision: &str) -> Result<ModelFiles, EncoderError> {
     };
     Ok(ModelFiles {
         name: id.to_string(),
-        config: paths[0].clone(),
         tokenizer: paths[1].clone(),
-        weights: paths[2].clone(),
+        weights: ModelWeights::Safetensors { config: paths[0].clone(), weights: paths[2].clone() },
     })
 }
 
@@ -112,12 +132,23 @@ fn download_from_hub(id: &str, _repo: hf_hub::Repo) -> Result<Vec<PathBuf>, Enco
 }
 
 impl ModelFiles {
-    /// Hashes the config, tokenizer and weights, so an index is never served with another model.
+    /// Returns every file the encoder reads, in the order the fingerprint hashes them.
+    pub fn paths(&self) -> Vec<&Path> {
+        match &self.weights {
+            ModelWeights::Safetensors { config, weights } => vec![config, &self.tokenizer, weights],
+            ModelWeights::E5Q4 { path } => vec![&self.tokenizer, path],
+        }
+    }
+
+    /// Hashes every file the encoder reads, so an index is never served with another model.
+    /// For the Hugging Face layout the order is config, tokenizer, weights, as it always was,
+    /// so existing data directories keep their fingerprint.
     pub fn fingerprint(&self) -> Result<String, EncoderError> {
         let mut hasher = Sha256::new();
-        for path in [&self.config, &self.tokenizer, &self.weights] {
-            let mut file = std::fs::File::open(path).map_err(|source| EncoderError::Io { path: path.clone(), source })?;
-            std::io::copy(&mut file, &mut hasher).map_err(|source| EncoderError::Io { path: path.clone(), source })?;
+        for path in self.paths() {
+            let io_error = |source| EncoderError::Io { path: path.to_path_buf(), source };
+            let mut file = std::fs::File::open(path).map_err(io_error)?;
+            std::io::copy(&mut file, &mut hasher).map_err(io_error)?;
         }
         Ok(hex::encode(hasher.finalize()))
     }
@@ -144,5 +175,59 @@ mod tests {
     fn missing_directory_names_fetch_script() {
         let err = ModelSource::Directory("/nonexistent/model".into()).resolve().unwrap_err();
         assert!(err.to_string().contains("fetch-models.sh"), "{err}");
+    }
+
+    #[test]
+    fn directory_with_q4_file_resolves_to_e5_q4() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(dir.path().join(E5_Q4_FILE), "E5S1").unwrap();
+        let files = ModelSource::Directory(dir.path().to_path_buf()).resolve().unwrap();
+        assert_eq!(files.weights, ModelWeights::E5Q4 { path: dir.path().join(E5_Q4_FILE) });
+        assert_eq!(files.paths(), [dir.path().join("tokenizer.json"), dir.path().join(E5_Q4_FILE)]);
+    }
+
+    #[test]
+    fn safetensors_files_take_precedence_over_q4_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in MODEL_FILES.iter().chain([&E5_Q4_FILE]) {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let files = ModelSource::Directory(dir.path().to_path_buf()).resolve().unwrap();
+        assert_eq!(
+            files.weights,
+            ModelWeights::Safetensors { config: dir.path().join("config.json"), weights: dir.path().join("model.safetensors") }
+        );
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = || ModelSource::Directory(dir.path().to_path_buf()).resolve().unwrap_err().to_string();
+        assert_eq!(resolve(), format!("model file {} not found", dir.path().join("config.json").display()));
+
+        std::fs::write(dir.path().join(E5_Q4_FILE), "E5S1").unwrap();
+        assert_eq!(resolve(), format!("model file {} not found", dir.path().join("tokenizer.json").display()));
+
+        std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        assert_eq!(resolve(), format!("model file {} not found", dir.path().join("model.safetensors").display()));
+    }
+
+    #[test]
+    fn fingerprint_hashes_the_files_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in MODEL_FILES.iter().chain([&E5_Q4_FILE]) {
+            std::fs::write(dir.path().join(name), format!("contents of {name}")).unwrap();
+        }
+        let safetensors = ModelSource::Directory(dir.path().to_path_buf()).resolve().unwrap();
+        let expected = Sha256::digest("contents of config.jsoncontents of tokenizer.jsoncontents of model.safetensors");
+        assert_eq!(safetensors.fingerprint().unwrap(), hex::encode(expected));
+
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
+        std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+        let q4 = ModelSource::Directory(dir.path().to_path_buf()).resolve().unwrap();
+        let expected = Sha256::digest(format!("contents of tokenizer.jsoncontents of {E5_Q4_FILE}"));
+        assert_eq!(q4.fingerprint().unwrap(), hex::encode(expected));
     }
 }

@@ -139,6 +139,21 @@ pub fn real_model_dir() -> PathBuf {
     dir
 }
 
+/// Returns the real multilingual-e5-small directory (4-bit weights and tokenizer, fetched by
+/// scripts/fetch-models.sh all), or panics with how to get it.
+pub fn real_e5_model_dir() -> PathBuf {
+    let dir = std::env::var("ATTNREC_TEST_E5_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/multilingual-e5-small"));
+    assert!(
+        dir.join("e5-small-q4.bin").is_file() && dir.join("tokenizer.json").is_file(),
+        "the real multilingual-e5-small model is missing at {}; run scripts/fetch-models.sh all (make test does) \
+         or set ATTNREC_TEST_E5_MODEL_DIR",
+        dir.display()
+    );
+    dir
+}
+
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm_a: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
