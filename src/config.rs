@@ -148,6 +148,8 @@ pub struct ServerSettings {
     /// Unicode scalar values.
     pub max_query_chars: usize,
     pub body_limit_bytes: usize,
+    /// How `/recommend` finds items when the request does not say.
+    pub default_mode: crate::service::SearchMode,
     /// Largest accepted body of `POST /items/batch` and `POST /feedback/batch`.
     pub batch_body_limit_bytes: usize,
     pub request_timeout_ms: u64,
@@ -321,6 +323,7 @@ impl Default for ServerSettings {
             default_k: 10,
             max_query_chars: 2000,
             body_limit_bytes: 64 * 1024,
+            default_mode: crate::service::SearchMode::Hybrid,
             batch_body_limit_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 10_000,
         }

@@ -34,7 +34,11 @@ pub fn word_weights(text: &TokenizedText, attention: &[f32]) -> Vec<WordWeight> 
     let mut words: Vec<(usize, usize, usize, f32)> = Vec::new();
     for (token, weight) in attention.iter().enumerate().take(text.len()) {
         let Some(word_id) = text.word_ids[token] else { continue };
+        // A SentencePiece token's offsets start at the space before its word. Skipping that
+        // space keeps it out of the word, and keeps a first word after the prefix from being
+        // taken for part of the prefix.
         let (start, end) = text.offsets[token];
+        let start = text.text.get(start..end).map_or(start, |piece| end - piece.trim_start().len());
         if start < text.prefix_len || start >= end {
             continue;
         }
@@ -118,6 +122,22 @@ mod tests {
         assert_eq!(weights.len(), 1);
         assert_eq!(weights[0].text, "red");
         assert!((weights[0].weight - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sentencepiece_spaces_are_not_words() {
+        // "query: I need kettle" as <s> ▁query : ▁I ▁need ▁ke ttle </s>, with each ▁ piece's
+        // offsets starting at the space before it, as the e5 tokenizer gives them.
+        let text = TokenizedText {
+            ids: vec![0, 1, 2, 3, 4, 5, 6, 2],
+            word_ids: vec![None, Some(0), Some(0), Some(1), Some(2), Some(3), Some(3), None],
+            offsets: vec![(0, 0), (0, 5), (5, 6), (6, 8), (8, 13), (13, 16), (16, 20), (0, 0)],
+            text: "query: I need kettle".into(),
+            prefix_len: 7,
+            truncated: false,
+        };
+        let words: Vec<String> = word_weights(&text, &[0.1; 8]).into_iter().map(|word| word.text).collect();
+        assert_eq!(words, vec!["I", "need", "kettle"]);
     }
 
     #[test]

@@ -136,6 +136,15 @@ impl FeedbackLog {
         Ok(count as u64)
     }
 
+    /// Ids of the items a user has bought (events `purchase`).
+    pub async fn purchased_items(&self, user_id: &str) -> Result<Vec<String>, FeedbackError> {
+        let ids = sqlx::query_scalar("SELECT DISTINCT item_id FROM feedback WHERE user_id = ? AND event = 'purchase'")
+            .bind(self.stored_user_id(user_id))
+            .fetch_all(self.store.pool())
+            .await?;
+        Ok(ids)
+    }
+
     /// Every stored event that carries a query, oldest first, for training.
     pub async fn events_with_query(&self) -> Result<Vec<FeedbackEvent>, FeedbackError> {
         let rows = sqlx::query(

@@ -39,6 +39,7 @@ pub async fn build_data_dir(settings: &Settings, catalog: &Path, head_path: Opti
     };
 
     let data_dir = &settings.data_dir;
+    let _lock = crate::catalog::DataDirLock::acquire(data_dir).await?;
     let staging = data_dir.join(".staging");
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|source| CatalogError::Io { path: staging.clone(), source })?;

@@ -11,6 +11,7 @@ pub mod encoder;
 pub mod eval;
 pub mod explain;
 pub mod feedback;
+pub mod filter;
 pub mod indexer;
 pub mod metrics;
 pub mod pooling;

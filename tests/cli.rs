@@ -156,3 +156,22 @@ fn train_needs_feedback_or_files() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("--catalog"), "{}", text(&output.stderr));
 }
+
+#[test]
+fn second_server_on_same_directory_rejected() {
+    let fixture = Fixture::new();
+    index_fixture(&fixture);
+    let first = ChildServer::start(&fixture, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(first.wait_ready());
+
+    let output = attnrec(
+        &["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&format!("is in use by process {}", first.child.id())), "{stderr}");
+    first.terminate();
+    assert!(first.wait().success());
+}

@@ -76,7 +76,7 @@ async fn check_state(fixture: &Fixture, server: &ChildServer, acknowledged: &Ack
             continue;
         }
         let (status, item) = server.call(Method::GET, &format!("/items/{id}"), None).await;
-        let (_, found) = server.call(Method::POST, "/recommend", Some(json!({"query": text, "k": 5}))).await;
+        let (_, found) = server.call(Method::POST, "/recommend", Some(json!({"query": text, "k": 5, "mode": "vector"}))).await;
         let found: Vec<&str> = found["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap()).collect();
         if *live {
             assert_eq!((status, item["text"].as_str()), (200, Some(text.as_str())), "acknowledged item {id} lost");

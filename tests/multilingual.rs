@@ -1,6 +1,7 @@
-//! Chinese and mixed-language queries with the real multilingual-e5-small: "我要买一双耐克运动鞋"
-//! (I want to buy a pair of Nike sports shoes) over a mixed Chinese and English catalogue, with
-//! mean pooling and with a head trained on synthetic queries where brand and product decide.
+//! Chinese and mixed-language queries with the real multilingual-e5-small. The query is
+//! "我要买一双耐克运动鞋" (I want to buy a pair of Nike sports shoes), over a mixed Chinese and
+//! English catalogue. It is served with mean pooling, then with a head trained on synthetic
+//! queries where brand and product decide.
 
 mod common;
 

@@ -5,7 +5,7 @@ mod common;
 use attnrec::config::Settings;
 use attnrec::encoder::{Encoder, ModelSource, TextKind};
 use attnrec::pooling::AttentionHead;
-use attnrec::service::Recommender;
+use attnrec::service::{QueryInput, Recommender};
 use candle_core::Device;
 use common::{cosine, real_model_dir};
 
@@ -70,7 +70,7 @@ async fn small_catalogue_ranks_the_obvious_item_first() {
     .unwrap();
     let settings = real_settings(&dir.path().join("data"));
     attnrec::indexer::build_data_dir(&settings, &catalog, None).await.unwrap();
-    let recommender = Recommender::open(&settings).await.unwrap();
+    let recommender = std::sync::Arc::new(Recommender::open(&settings).await.unwrap());
     while !recommender.is_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -84,7 +84,7 @@ async fn small_catalogue_ranks_the_obvious_item_first() {
         ("where to sleep when camping outdoors", "tent"),
     ];
     for (query, expected) in cases {
-        let request = recommender.validate(query.into(), 3, false).unwrap();
+        let request = recommender.validate(QueryInput::text(query, 3)).unwrap();
         let result = recommender.recommend(request).await.unwrap();
         assert_eq!(result.items[0].id, expected, "query {query:?} ranked {:?}", result.items);
     }
@@ -96,12 +96,13 @@ async fn demo_catalogue_puts_the_hobbit_first() {
     let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/goodbooks-10k.csv");
     let settings = real_settings(&dir.path().join("data"));
     attnrec::indexer::build_data_dir(&settings, &catalog, None).await.unwrap();
-    let recommender = Recommender::open(&settings).await.unwrap();
+    let recommender = std::sync::Arc::new(Recommender::open(&settings).await.unwrap());
     while !recommender.is_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
-    let request = recommender.validate("hobbit goes on a journey to destroy a ring".into(), 5, true).unwrap();
+    let input = QueryInput { explain: true, ..QueryInput::text("hobbit goes on a journey to destroy a ring", 5) };
+    let request = recommender.validate(input).unwrap();
     let result = recommender.recommend(request).await.unwrap();
     assert_eq!(result.items[0].title, "The Hobbit", "{:?}", result.items);
     let words = result.explain.unwrap();

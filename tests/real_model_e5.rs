@@ -120,3 +120,19 @@ fn long_text_is_truncated_to_max_tokens() {
     assert!(tokens.truncated);
     assert_eq!(tokens.ids.last(), Some(&END_ID));
 }
+
+#[test]
+fn explanations_give_whole_words() {
+    let tokenizer = encoder().tokenizer();
+    for (query, expected) in [
+        ("I need an electric kettle", vec!["I", "need", "an", "electric", "kettle"]),
+        ("kettle", vec!["kettle"]),
+        ("我要买一双耐克运动鞋", vec!["我要", "买", "一双", "耐克", "运动鞋"]),
+        ("买 red kettle", vec!["买", "red", "kettle"]),
+    ] {
+        let tokens = tokenizer.tokenize(query, TextKind::Query).unwrap();
+        let uniform = vec![1.0 / tokens.len() as f32; tokens.len()];
+        let words: Vec<String> = attnrec::explain::word_weights(&tokens, &uniform).into_iter().map(|word| word.text).collect();
+        assert_eq!(words, expected, "{query:?}");
+    }
+}

@@ -29,7 +29,7 @@ where
 
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the server's limit; send a shorter body")
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than the server's limit (server.body_limit_bytes, or server.batch_body_limit_bytes for the batch endpoints); send a shorter body or split it into batches")
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("failed to read the request body: {rejection}"))
             }

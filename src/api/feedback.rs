@@ -34,8 +34,8 @@ pub struct FeedbackBody {
     #[serde(default)]
     #[schema(example = 1.0)]
     pub value: Option<f64>,
-    /// When it happened: unix seconds or an RFC 3339 date-time, at most one day ahead;
-    /// the time of receipt when left out.
+    /// When it happened: unix seconds or an RFC 3339 date-time, at most one day ahead and
+    /// not older than `feedback.retention_days`; the time of receipt when left out.
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "2026-12-05T10:00:00Z")]
     pub timestamp: Option<Value>,
@@ -80,7 +80,7 @@ fn input(body: FeedbackBody) -> FeedbackInput {
 )]
 pub async fn post_feedback(State(state): State<AppState>, ApiJson(body): ApiJson<FeedbackBody>) -> Result<Json<FeedbackResponse>, ApiError> {
     let _permit = state.admit()?;
-    let event = validate_feedback(input(body), "", state.recommender.max_query_chars(), Recommender::now())?;
+    let event = validate_feedback(input(body), "", state.recommender.max_query_chars(), state.retention_days, Recommender::now())?;
     state.within_timeout(state.recommender.record_feedback(vec![event], |_| "item_id".to_string())).await?;
     Ok(Json(FeedbackResponse { stored: 1 }))
 }
@@ -115,7 +115,7 @@ pub async fn post_feedback_batch(State(state): State<AppState>, ApiJson(body): A
         .events
         .into_iter()
         .enumerate()
-        .map(|(position, event)| validate_feedback(input(event), &format!("events[{position}]."), max_query_chars, now))
+        .map(|(position, event)| validate_feedback(input(event), &format!("events[{position}]."), max_query_chars, state.retention_days, now))
         .collect::<Result<Vec<_>, _>>()?;
     let stored = events.len();
     state.within_timeout(state.recommender.record_feedback(events, |position| format!("events[{position}].item_id"))).await?;

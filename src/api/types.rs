@@ -10,17 +10,77 @@ use crate::explain::WordWeight;
 #[schema(example = json!({"query": "hobbit goes on a journey to destroy a ring", "k": 5, "explain": true}))]
 pub struct RecommendRequest {
     /// The shopper's free text, in any language. Must contain a non-whitespace character and
-    /// be at most `server.max_query_chars` (default 2000) characters long.
+    /// be at most `server.max_query_chars` (default 2000) characters long. Optional when
+    /// `positive` lists items.
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
-    pub query: String,
+    pub query: Option<String>,
     /// Number of items to return, from 1 to the server's `server.max_k` (default 100).
     /// Defaults to `server.default_k` (10). Fewer come back when the catalogue is smaller.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100, example = 5)]
     pub k: Option<usize>,
-    /// Return the attention weight of each word of the query.
+    /// Return the attention weight of each word of the query (needs a query).
     #[serde(default)]
     pub explain: bool,
+    /// Only items whose attributes pass this filter.
+    #[serde(default)]
+    pub filter: Option<crate::filter::FilterSpec>,
+    /// Items like the ones wanted, as ids or `{"id", "weight"}` (weight 1 by default, up to 100).
+    /// The interest vector moves toward their mean: `query + 0.75 * mean(positive) - 0.25 *
+    /// mean(negative)`. Listed items are left out of the results. At most 50.
+    #[serde(default)]
+    pub positive: Vec<ExampleItem>,
+    /// Items unlike the ones wanted; they need a query or positive items too. At most 50.
+    #[serde(default)]
+    pub negative: Vec<ExampleItem>,
+    /// The shopper, as in `POST /feedback`; needed by `exclude_purchased`.
+    #[serde(default)]
+    #[schema(max_length = 128)]
+    pub user_id: Option<String>,
+    /// Leave out items that `user_id` bought (feedback events `purchase`).
+    #[serde(default)]
+    pub exclude_purchased: bool,
+    /// From 0 (by relevance only, the default) to 1: re-ranks the results by maximal marginal
+    /// relevance, trading relevance for variety among them.
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0, example = 0.3)]
+    pub diversity: Option<f32>,
+    /// "vector" or "hybrid" (vectors fused with BM25 over item texts); `server.default_mode`
+    /// when left out. In hybrid mode items are in fused order and `score` stays the cosine
+    /// similarity, so scores need not decrease.
+    #[serde(default)]
+    pub mode: Option<crate::service::SearchMode>,
+}
+
+/// An example item: its id, or its id and a weight.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExampleItem {
+    Id(String),
+    Weighted(WeightedItem),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedItem {
+    pub id: String,
+    /// Above 0, at most 100; 1 when left out.
+    #[serde(default = "unit_weight")]
+    pub weight: f32,
+}
+
+fn unit_weight() -> f32 {
+    1.0
+}
+
+impl From<ExampleItem> for crate::service::Example {
+    fn from(item: ExampleItem) -> Self {
+        match item {
+            ExampleItem::Id(id) => Self { id, weight: 1.0 },
+            ExampleItem::Weighted(WeightedItem { id, weight }) => Self { id, weight },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

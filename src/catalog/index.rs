@@ -100,6 +100,13 @@ impl VectorIndex {
         Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| IndexHit { key, score: 1.0 - distance }).collect())
     }
 
+    /// Returns up to `k` nearest items among those whose key passes `keep`, best first. The
+    /// graph search may return fewer than `k` when few items pass.
+    pub fn filtered_search(&self, query: &[f32], k: usize, keep: impl Fn(u64) -> bool) -> Result<Vec<IndexHit>, CatalogError> {
+        let matches = self.inner.filtered_search(query, k, keep).map_err(index_error)?;
+        Ok(matches.keys.into_iter().zip(matches.distances).map(|(key, distance)| IndexHit { key, score: 1.0 - distance }).collect())
+    }
+
     /// Returns the true `k` nearest items by scanning every vector.
     pub fn exact_search(&self, query: &[f32], k: usize) -> Result<Vec<IndexHit>, CatalogError> {
         let matches = self.inner.exact_search(query, k).map_err(index_error)?;

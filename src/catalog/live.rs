@@ -47,6 +47,10 @@ impl LiveIndex {
         self.read().search(query, k)
     }
 
+    pub fn filtered_search(&self, query: &[f32], k: usize, keep: impl Fn(u64) -> bool) -> Result<Vec<IndexHit>, CatalogError> {
+        self.read().filtered_search(query, k, keep)
+    }
+
     pub fn exact_search(&self, query: &[f32], k: usize) -> Result<Vec<IndexHit>, CatalogError> {
         self.read().exact_search(query, k)
     }

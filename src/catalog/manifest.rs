@@ -101,10 +101,11 @@ impl Manifest {
         if self.model.fingerprint != model_fingerprint {
             return Err(mismatch(format!(
                 "it was indexed with model {} (fingerprint {}), but the configured model has fingerprint {}; \
-                 set model.source to the model it was built with, or re-run `attnrec index`",
+                 pass --model {} (or set model.source) to serve it with that model, or re-run `attnrec index`",
                 self.model.name,
                 short(&self.model.fingerprint),
-                short(model_fingerprint)
+                short(model_fingerprint),
+                self.model.name
             )));
         }
         if self.head.checksum != head_checksum {

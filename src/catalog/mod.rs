@@ -1,6 +1,9 @@
 //! The catalogue: items read from files, stored in SQLite, and their vectors in a usearch index.
 
+mod attributes;
 mod index;
+mod lexical;
+mod lock;
 mod live;
 mod manifest;
 mod snapshot;
@@ -10,7 +13,10 @@ mod writes;
 
 use std::path::PathBuf;
 
+pub use attributes::AttributeTable;
 pub use index::{IndexHit, VectorIndex};
+pub use lexical::{LexicalError, LexicalIndex};
+pub use lock::{DataDirLock, LOCK_FILE};
 pub use live::{Copied, LiveIndex};
 pub use manifest::{HeadRecord, IndexRecord, Manifest, ModelRecord, MANIFEST_FILE, MANIFEST_FORMAT};
 pub use source::{read_catalog, CatalogFormat, FieldSelection};
@@ -55,6 +61,8 @@ pub enum CatalogError {
     InvalidManifest { path: PathBuf, message: String },
     #[error("data directory {dir} does not match this configuration: {message}")]
     ManifestMismatch { dir: PathBuf, message: String },
+    #[error("data directory {dir} is in use by {holder}; stop it first, or send requests to the running server")]
+    InUse { dir: PathBuf, holder: String },
     #[error("data directory {dir} has no index: {hint}")]
     NotIndexed { dir: PathBuf, hint: String },
 }

@@ -29,6 +29,8 @@ pub struct WriteOutcome {
     pub status: WriteStatus,
     /// Sequence number of the write's last change; later writes have larger numbers.
     pub seq: u64,
+    /// The item's key after the write (for a delete, the key it had).
+    pub key: u64,
     /// The key whose vector must be added to the index (a new item or a new text).
     pub added_key: Option<u64>,
     /// The key whose vector must leave the index (a deleted item or an old text).
@@ -86,7 +88,7 @@ impl ItemStore {
         let key = row.get::<i64, _>(0) as u64;
         let seq = log_change(&mut transaction, key, "remove", unix_seconds()).await?;
         transaction.commit().await?;
-        Ok(Some(WriteOutcome { id: id.to_string(), status: WriteStatus::Deleted, seq, added_key: None, removed_key: Some(key) }))
+        Ok(Some(WriteOutcome { id: id.to_string(), status: WriteStatus::Deleted, seq, key, added_key: None, removed_key: Some(key) }))
     }
 
     pub async fn get_item(&self, id: &str) -> Result<Option<ItemRecord>, CatalogError> {
@@ -166,6 +168,30 @@ impl ItemStore {
         Ok(texts)
     }
 
+    /// Every item's key and attributes.
+    pub async fn all_attributes(&self) -> Result<Vec<(u64, serde_json::Map<String, serde_json::Value>)>, CatalogError> {
+        let rows = sqlx::query("SELECT key, attributes FROM items").fetch_all(self.pool()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let attributes = serde_json::from_str::<serde_json::Value>(&row.get::<String, _>(1)).ok().and_then(|value| value.as_object().cloned());
+                (row.get::<i64, _>(0) as u64, attributes.unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// The keys of the items with these ids; unknown ids are left out.
+    pub async fn keys_of(&self, ids: &[&str]) -> Result<HashMap<String, u64>, CatalogError> {
+        let mut keys = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let key: Option<i64> = sqlx::query_scalar("SELECT key FROM items WHERE id = ?").bind(*id).fetch_optional(self.pool()).await?;
+            if let Some(key) = key {
+                keys.insert(id.to_string(), key as u64);
+            }
+        }
+        Ok(keys)
+    }
+
     /// Every item's key.
     pub async fn all_keys(&self) -> Result<Vec<u64>, CatalogError> {
         let keys: Vec<i64> = sqlx::query_scalar("SELECT key FROM items ORDER BY key").fetch_all(self.pool()).await?;
@@ -176,13 +202,13 @@ impl ItemStore {
 async fn upsert_one(transaction: &mut Transaction<'_, Sqlite>, item: &Item, now: i64) -> Result<WriteOutcome, CatalogError> {
     let attributes = serde_json::Value::Object(item.attributes.clone()).to_string();
     let existing = sqlx::query("SELECT key, title, text, attributes FROM items WHERE id = ?").bind(&item.id).fetch_optional(&mut **transaction).await?;
-    let outcome = |status, seq, added_key, removed_key| WriteOutcome { id: item.id.clone(), status, seq, added_key, removed_key };
+    let outcome = |status, seq, key, added_key, removed_key| WriteOutcome { id: item.id.clone(), status, seq, key, added_key, removed_key };
 
     let Some(existing) = existing else {
         let key = insert_row(transaction, item, &attributes, now).await?;
         let seq = log_change(transaction, key, "add", now).await?;
         set_seq(transaction, key, seq).await?;
-        return Ok(outcome(WriteStatus::Created, seq, Some(key), None));
+        return Ok(outcome(WriteStatus::Created, seq, key, Some(key), None));
     };
 
     let old_key = existing.get::<i64, _>(0) as u64;
@@ -194,7 +220,7 @@ async fn upsert_one(transaction: &mut Transaction<'_, Sqlite>, item: &Item, now:
         let key = insert_row(transaction, item, &attributes, now).await?;
         let seq = log_change(transaction, key, "add", now).await?;
         set_seq(transaction, key, seq).await?;
-        return Ok(outcome(WriteStatus::Updated, seq, Some(key), Some(old_key)));
+        return Ok(outcome(WriteStatus::Updated, seq, key, Some(key), Some(old_key)));
     }
 
     let same = existing.get::<String, _>(1) == item.title && existing.get::<String, _>(3) == attributes;
@@ -208,7 +234,7 @@ async fn upsert_one(transaction: &mut Transaction<'_, Sqlite>, item: &Item, now:
     let seq = log_change(transaction, old_key, "update", now).await?;
     set_seq(transaction, old_key, seq).await?;
     let status = if same { WriteStatus::Unchanged } else { WriteStatus::Updated };
-    Ok(outcome(status, seq, None, None))
+    Ok(outcome(status, seq, old_key, None, None))
 }
 
 async fn insert_row(transaction: &mut Transaction<'_, Sqlite>, item: &Item, attributes: &str, now: i64) -> Result<u64, CatalogError> {

@@ -10,8 +10,8 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::{bm25::Bm25Index, chart, ndcg_at, read_judgments, recall_at, reciprocal_rank_at};
-use crate::catalog::{read_catalog, CatalogError, FieldSelection};
+use super::{chart, ndcg_at, read_judgments, recall_at, reciprocal_rank_at};
+use crate::catalog::{read_catalog, CatalogError, FieldSelection, LexicalIndex};
 use crate::config::Settings;
 use crate::encoder::TokenStates;
 use crate::pooling::{l2_normalize, masked_mean, AttentionHead, PoolingError};
@@ -20,8 +20,6 @@ use crate::train::{in_split, item_features, query_features, Split, SplitFraction
 
 /// Depth of every ranking; recall@100 needs 100.
 const DEPTH: usize = 100;
-/// Rank constant of reciprocal rank fusion (the usual choice in the literature is 60).
-const RRF_K: f64 = 60.0;
 
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
@@ -46,17 +44,10 @@ pub struct MethodReport {
     pub mrr_at_10: f64,
 }
 
-/// Fuses rankings by summing `1 / (RRF_K + rank)` per item, best first.
+/// Fuses rankings of catalogue rows by reciprocal rank fusion, best first (the same fusion
+/// as hybrid serving).
 pub fn reciprocal_rank_fusion(rankings: &[&[usize]], depth: usize) -> Vec<usize> {
-    let mut scores: HashMap<usize, f64> = HashMap::new();
-    for ranking in rankings {
-        for (rank, item) in ranking.iter().enumerate() {
-            *scores.entry(*item).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
-        }
-    }
-    let mut fused: Vec<(usize, f64)> = scores.into_iter().collect();
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    fused.into_iter().take(depth).map(|(item, _)| item).collect()
+    crate::service::fuse(rankings, depth)
 }
 
 /// Returns the best `depth` item rows per query by inner product of unit vectors, best first
@@ -167,9 +158,13 @@ pub fn compare_methods(settings: &Settings, catalog: &Path, judgments: &Path, op
     let states = TokenStates { hidden: query_features.states.to_dtype(DType::F32)?, mask: query_features.mask.clone() };
 
     let mut reports = Vec::new();
-    let bm25 = Bm25Index::build(&texts).map_err(|err| ServiceError::Internal(err.to_string()))?;
-    let lexical: Vec<Vec<usize>> =
-        query_texts.iter().map(|query| bm25.search(query, DEPTH)).collect::<Result<_, _>>().map_err(|err| ServiceError::Internal(err.to_string()))?;
+    let documents: Vec<(u64, &str)> = texts.iter().enumerate().map(|(row, text)| (row as u64, text.as_str())).collect();
+    let bm25 = LexicalIndex::build(&documents).map_err(|err| ServiceError::Internal(err.to_string()))?;
+    let lexical: Vec<Vec<usize>> = query_texts
+        .iter()
+        .map(|query| bm25.search(query, DEPTH).map(|keys| keys.into_iter().map(|key| key as usize).collect()))
+        .collect::<Result<_, _>>()
+        .map_err(|err| ServiceError::Internal(err.to_string()))?;
     reports.push(score("BM25", &lexical, &judged, options.threshold));
 
     let cls_queries = l2_normalize(&states.hidden.narrow(1, 0, 1)?.squeeze(1)?)?;

@@ -1,7 +1,6 @@
 //! `attnrec eval`: offline ranking quality of a data directory against relevance judgments
 //! (`query,id,relevance` CSV).
 
-mod bm25;
 mod chart;
 mod compare;
 mod metrics;
@@ -12,7 +11,6 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub use bm25::{Bm25Error, Bm25Index};
 pub use compare::{compare_methods, markdown_table, rank_exact, reciprocal_rank_fusion, CompareOptions, MethodReport};
 pub use metrics::{ndcg_at, recall_at, reciprocal_rank_at};
 

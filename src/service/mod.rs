@@ -2,6 +2,7 @@
 //! top-k items for free-text queries, and applies catalogue writes and feedback. Shared by
 //! the HTTP server and the CLI.
 
+mod retrieve;
 mod upkeep;
 mod writes;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Semaphore};
 
+pub use retrieve::{fuse, interest_vector, maximal_marginal_relevance, Example, SearchMode, NEGATIVE_WEIGHT, POSITIVE_WEIGHT};
 pub use writes::{validate_feedback, validate_id, validate_item, FeedbackInput, ItemInput};
 
 use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind};
@@ -61,13 +63,43 @@ impl ServiceError {
     }
 }
 
+/// A recommendation request as a client sends it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct QueryInput {
+    pub text: Option<String>,
+    pub k: usize,
+    pub explain: bool,
+    pub filter: Option<crate::filter::FilterSpec>,
+    pub positive: Vec<Example>,
+    pub negative: Vec<Example>,
+    pub exclude_purchased_by: Option<String>,
+    pub diversity: Option<f32>,
+    pub mode: Option<SearchMode>,
+}
+
+impl QueryInput {
+    /// A plain text query.
+    pub fn text(text: impl Into<String>, k: usize) -> Self {
+        Self { text: Some(text.into()), k, ..Self::default() }
+    }
+}
+
 /// A validated recommendation request.
 #[derive(Debug, Clone)]
 pub struct Query {
-    pub text: String,
+    pub text: Option<String>,
     pub k: usize,
     pub explain: bool,
+    pub filter: Option<crate::filter::Filter>,
+    pub positive: Vec<Example>,
+    pub negative: Vec<Example>,
+    pub exclude_purchased_by: Option<String>,
+    pub diversity: f32,
+    pub mode: SearchMode,
 }
+
+/// Most positive and negative examples in one request.
+pub const MAX_EXAMPLES: usize = 50;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecommendedItem {
@@ -135,6 +167,13 @@ pub struct Recommender {
     snapshot_seq: AtomicU64,
     rebuilding: AtomicBool,
     rebuild_removed_ratio: f64,
+    /// Item attributes by key, for filters.
+    attributes: Arc<crate::catalog::AttributeTable>,
+    /// BM25 over item texts by key, for hybrid mode.
+    lexical: Arc<crate::catalog::LexicalIndex>,
+    default_mode: SearchMode,
+    /// Keeps other processes out of the data directory while this one serves it.
+    _lock: crate::catalog::DataDirLock,
 }
 
 impl Recommender {
@@ -142,6 +181,7 @@ impl Recommender {
     /// was built with another model or head than the configured ones.
     pub async fn open(settings: &Settings) -> Result<Self, ServiceError> {
         let data_dir = &settings.data_dir;
+        let lock = crate::catalog::DataDirLock::acquire(data_dir).await?;
         let manifest = Manifest::read(data_dir)?;
         let model = load_model(settings)?;
         let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
@@ -162,6 +202,8 @@ impl Recommender {
         let index = Arc::new(LiveIndex::new(index, &settings.index, index_users));
         let store = ItemStore::open(&data_dir.join(DATABASE_FILE)).await?;
         let feedback = FeedbackLog::new(store.clone(), &settings.feedback);
+        let attributes = Arc::new(crate::catalog::AttributeTable::new(store.all_attributes().await?));
+        let lexical = Arc::new(crate::catalog::LexicalIndex::build(&store.all_texts().await?).map_err(|err| ServiceError::Internal(err.to_string()))?);
 
         let batching = &settings.batching;
         let engine = Engine::start(
@@ -189,6 +231,10 @@ impl Recommender {
             snapshot_seq: AtomicU64::new(0),
             rebuilding: AtomicBool::new(false),
             rebuild_removed_ratio: settings.index.rebuild_removed_ratio,
+            attributes,
+            lexical,
+            default_mode: settings.server.default_mode,
+            _lock: lock,
         };
         recommender.bring_index_up_to_date().await?;
         METRICS.index_items.set(recommender.index.len() as i64);
@@ -197,43 +243,111 @@ impl Recommender {
     }
 
     /// Checks a request's fields against the configured limits.
-    pub fn validate(&self, text: String, k: usize, explain: bool) -> Result<Query, ServiceError> {
-        if text.trim().is_empty() {
-            return Err(ServiceError::invalid("query", "must contain at least one non-whitespace character"));
+    pub fn validate(&self, input: QueryInput) -> Result<Query, ServiceError> {
+        if let Some(text) = &input.text {
+            if text.trim().is_empty() {
+                return Err(ServiceError::invalid("query", "must contain at least one non-whitespace character"));
+            }
+            let chars = text.chars().count();
+            if chars > self.max_query_chars {
+                return Err(ServiceError::invalid("query", format!("is {chars} characters long; the maximum is {}", self.max_query_chars)));
+            }
         }
-        let chars = text.chars().count();
-        if chars > self.max_query_chars {
-            return Err(ServiceError::invalid("query", format!("is {chars} characters long; the maximum is {}", self.max_query_chars)));
+        if input.text.is_none() && input.positive.is_empty() {
+            let field = if input.negative.is_empty() { "query" } else { "negative" };
+            return Err(ServiceError::invalid(field, "needs a query or at least one positive item; negative items alone give no direction"));
         }
-        if k == 0 || k > self.max_k {
-            return Err(ServiceError::invalid("k", format!("is {k}; use a value from 1 to {}", self.max_k)));
+        if input.k == 0 || input.k > self.max_k {
+            return Err(ServiceError::invalid("k", format!("is {}; use a value from 1 to {}", input.k, self.max_k)));
         }
-        Ok(Query { text, k, explain })
+        for (name, examples) in [("positive", &input.positive), ("negative", &input.negative)] {
+            if examples.len() > MAX_EXAMPLES {
+                return Err(ServiceError::invalid(name, format!("lists {} items; the maximum is {MAX_EXAMPLES}", examples.len())));
+            }
+            for (position, example) in examples.iter().enumerate() {
+                validate_id(&example.id, &format!("{name}[{position}].id"))?;
+                if !(example.weight.is_finite() && example.weight > 0.0 && example.weight <= 100.0) {
+                    return Err(ServiceError::invalid(format!("{name}[{position}].weight"), "must be a number above 0 and at most 100"));
+                }
+            }
+        }
+        let diversity = input.diversity.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&diversity) {
+            return Err(ServiceError::invalid("diversity", format!("is {diversity}; use a value from 0 (relevance only) to 1")));
+        }
+        if input.explain && input.text.is_none() {
+            return Err(ServiceError::invalid("explain", "explains the words of a query; send a query too"));
+        }
+        let filter = input.filter.as_ref().map(|spec| spec.compile("filter")).transpose()?;
+        Ok(Query {
+            text: input.text,
+            k: input.k,
+            explain: input.explain,
+            filter,
+            positive: input.positive,
+            negative: input.negative,
+            exclude_purchased_by: input.exclude_purchased_by,
+            diversity,
+            mode: input.mode.unwrap_or(self.default_mode),
+        })
     }
 
     /// Returns the top-k items for a validated query, best first.
-    pub async fn recommend(&self, query: Query) -> Result<Recommendation, ServiceError> {
+    pub async fn recommend(self: &Arc<Self>, query: Query) -> Result<Recommendation, ServiceError> {
         if !self.engine.is_ready() {
             return Err(ServiceError::NotReady);
         }
-        let embedding = self.engine.embed(query.text, TextKind::Query).await?;
+        let embedding = match &query.text {
+            Some(text) => Some(self.engine.embed(text.clone(), TextKind::Query).await?),
+            None => None,
+        };
+
+        // Examples and bought items are looked up by id and left out of the results.
+        let example_ids: Vec<&str> = query.positive.iter().chain(&query.negative).map(|example| example.id.as_str()).collect();
+        let keys = self.store.keys_of(&example_ids).await?;
+        for (name, examples) in [("positive", &query.positive), ("negative", &query.negative)] {
+            if let Some(position) = examples.iter().position(|example| !keys.contains_key(&example.id)) {
+                return Err(ServiceError::invalid(format!("{name}[{position}].id"), format!("item {} is not in the catalogue", examples[position].id)));
+            }
+        }
+        let mut exclude: std::collections::HashSet<u64> = keys.values().copied().collect();
+        if let Some(user_id) = &query.exclude_purchased_by {
+            let bought = self.feedback.purchased_items(user_id).await?;
+            let bought: Vec<&str> = bought.iter().map(String::as_str).collect();
+            exclude.extend(self.store.keys_of(&bought).await?.into_values());
+        }
 
         let permit = self.search_permits.clone().acquire_owned().await.map_err(|_| ServiceError::Internal("search pool closed".into()))?;
-        let index = self.index.clone();
-        let vector = embedding.vector.clone();
-        // A deleted item can linger in a search for the moment between its database delete
-        // and its index removal; it is dropped below, and a few spare hits keep k full.
-        let k = query.k + 4;
-        let hits = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let started = Instant::now();
-            let hits = index.search(&vector, k);
-            METRICS.search_seconds.observe(started.elapsed().as_secs_f64());
-            hits
-        })
-        .await
-        .map_err(|err| ServiceError::Internal(format!("search task failed: {err}")))??;
+        let this = self.clone();
+        let query_vector = embedding.as_ref().map(|embedding| embedding.vector.clone());
+        let hits = {
+            let query = query.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let started = Instant::now();
+                let vectors = |examples: &[Example]| -> Result<Vec<(Vec<f32>, f32)>, ServiceError> {
+                    let mut found = Vec::with_capacity(examples.len());
+                    for example in examples {
+                        if let Some(vector) = this.index.vector(keys[&example.id])? {
+                            found.push((vector, example.weight));
+                        }
+                    }
+                    Ok(found)
+                };
+                let interest = interest_vector(query_vector.as_deref(), &vectors(&query.positive)?, &vectors(&query.negative)?, this.index.dimensions())
+                    .ok_or_else(|| ServiceError::invalid("positive", "the positive items cancel out the rest; send a query or other items"))?;
+                let lexical_query = (query.mode == SearchMode::Hybrid).then_some(query.text.as_deref()).flatten();
+                let constraints = retrieve::Constraints { filter: query.filter.as_ref(), exclude: &exclude };
+                let hits = this.rank(&interest, query.k, lexical_query, query.diversity, &constraints);
+                METRICS.search_seconds.observe(started.elapsed().as_secs_f64());
+                hits
+            })
+            .await
+            .map_err(|err| ServiceError::Internal(format!("search task failed: {err}")))??
+        };
 
+        // A deleted item can linger in a search for the moment between its database delete
+        // and its index removal; it is dropped here, and spare hits keep k full.
         let keys: Vec<u64> = hits.iter().map(|hit| hit.key).collect();
         let found = self.store.get_by_keys(&keys).await?;
         let items = hits
@@ -244,8 +358,11 @@ impl Recommender {
             .take(query.k)
             .collect();
 
-        let explain = query.explain.then(|| word_weights(&embedding.tokens, &embedding.attention));
-        Ok(Recommendation { items, explain, truncated: embedding.tokens.truncated })
+        let explain = match (&embedding, query.explain) {
+            (Some(embedding), true) => Some(word_weights(&embedding.tokens, &embedding.attention)),
+            _ => None,
+        };
+        Ok(Recommendation { items, explain, truncated: embedding.as_ref().is_some_and(|embedding| embedding.tokens.truncated) })
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -110,8 +110,9 @@ pub fn validate_item(id: &str, input: ItemInput, prefix: &str, max_text_chars: u
     Ok(Item { id: id.to_string(), title: input.title, text, attributes: input.attributes })
 }
 
-/// Turns a client's feedback event into a stored event, with `now` in unix seconds.
-pub fn validate_feedback(input: FeedbackInput, prefix: &str, max_query_chars: usize, now: f64) -> Result<FeedbackEvent, ServiceError> {
+/// Turns a client's feedback event into a stored event, with `now` in unix seconds. Events
+/// older than `retention_days` (0: no limit) are rejected, since retention would delete them.
+pub fn validate_feedback(input: FeedbackInput, prefix: &str, max_query_chars: usize, retention_days: u32, now: f64) -> Result<FeedbackEvent, ServiceError> {
     validate_id(&input.item_id, &format!("{prefix}item_id"))?;
     if let Some(user_id) = &input.user_id {
         validate_text(user_id, &format!("{prefix}user_id"), MAX_ID_CHARS, true)?;
@@ -136,6 +137,9 @@ pub fn validate_feedback(input: FeedbackInput, prefix: &str, max_query_chars: us
     };
     if occurred_at < 0.0 || occurred_at > now + MAX_CLOCK_SKEW_SECONDS {
         return Err(ServiceError::invalid(field, "must lie between 1970 and one day from now"));
+    }
+    if retention_days > 0 && occurred_at < now - f64::from(retention_days) * 86_400.0 {
+        return Err(ServiceError::invalid(field, format!("is older than feedback.retention_days ({retention_days} days), so it would be deleted at once")));
     }
     Ok(FeedbackEvent { user_id: input.user_id, query: input.query, item_id: input.item_id, event: input.event, value, occurred_at })
 }
@@ -163,6 +167,7 @@ impl Recommender {
         let outcomes = tokio::spawn(async move {
             let mut applied = this.writer.lock().await;
             let outcomes = this.store.upsert(&items).await?;
+            this.update_side_tables(&outcomes, &items)?;
             let index = this.index.clone();
             let changes: Vec<(Option<u64>, Option<u64>, Vec<f32>)> =
                 outcomes.iter().zip(vectors).map(|(outcome, vector)| (outcome.removed_key, outcome.added_key, vector)).collect();
@@ -199,6 +204,7 @@ impl Recommender {
             let Some(outcome) = this.store.delete(&id).await? else {
                 return Err(ServiceError::NotFound { what: format!("item {id}") });
             };
+            this.update_side_tables(std::slice::from_ref(&outcome), &[])?;
             if let Some(key) = outcome.removed_key {
                 let index = this.index.clone();
                 tokio::task::spawn_blocking(move || index.remove(key))
@@ -239,6 +245,29 @@ impl Recommender {
             )),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Brings the attribute table and the BM25 index in line with committed writes; `items`
+    /// are the upserted items in the order of `outcomes` (empty for a delete).
+    fn update_side_tables(&self, outcomes: &[WriteOutcome], items: &[Item]) -> Result<(), ServiceError> {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for (position, outcome) in outcomes.iter().enumerate() {
+            if let Some(key) = outcome.removed_key {
+                self.attributes.remove(key);
+                removed.push(key);
+            }
+            if let Some(item) = items.get(position) {
+                self.attributes.set(outcome.key, item.attributes.clone());
+                if let Some(key) = outcome.added_key {
+                    added.push((key, item.text.as_str()));
+                }
+            }
+        }
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.lexical.apply(&added, &removed).map_err(|err| ServiceError::Internal(err.to_string()))
     }
 
     pub fn now() -> f64 {
@@ -316,13 +345,15 @@ mod tests {
             timestamp,
         };
         let now = 1_800_000_000.0;
-        assert_eq!(validate_feedback(event(None), "", 100, now).unwrap().occurred_at, now);
-        assert_eq!(validate_feedback(event(Some(serde_json::json!(1_700_000_000))), "", 100, now).unwrap().occurred_at, 1_700_000_000.0);
-        let parsed = validate_feedback(event(Some(serde_json::json!("2023-11-14T22:13:20Z"))), "", 100, now).unwrap();
+        assert_eq!(validate_feedback(event(None), "", 100, 0, now).unwrap().occurred_at, now);
+        assert_eq!(validate_feedback(event(Some(serde_json::json!(1_700_000_000))), "", 100, 0, now).unwrap().occurred_at, 1_700_000_000.0);
+        let parsed = validate_feedback(event(Some(serde_json::json!("2023-11-14T22:13:20Z"))), "", 100, 0, now).unwrap();
         assert_eq!(parsed.occurred_at, 1_700_000_000.0);
-        assert_eq!(field_of(validate_feedback(event(Some(serde_json::json!("yesterday"))), "", 100, now).unwrap_err()), "timestamp");
-        assert_eq!(field_of(validate_feedback(event(Some(serde_json::json!(now * 2.0))), "events[1].", 100, now).unwrap_err()), "events[1].timestamp");
+        assert_eq!(field_of(validate_feedback(event(Some(serde_json::json!("yesterday"))), "", 100, 0, now).unwrap_err()), "timestamp");
+        assert_eq!(field_of(validate_feedback(event(Some(serde_json::json!(now * 2.0))), "events[1].", 100, 0, now).unwrap_err()), "events[1].timestamp");
         let huge = FeedbackInput { value: Some(1e300), ..event(None) };
-        assert_eq!(field_of(validate_feedback(huge, "", 100, now).unwrap_err()), "value");
+        assert_eq!(field_of(validate_feedback(huge, "", 100, 0, now).unwrap_err()), "value");
+        let expired = event(Some(serde_json::json!(now - 40.0 * 86_400.0)));
+        assert_eq!(field_of(validate_feedback(expired, "", 100, 30, now).unwrap_err()), "timestamp");
     }
 }

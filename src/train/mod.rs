@@ -122,14 +122,14 @@ struct JudgedQuery {
     relevant: HashSet<usize>,
 }
 
-/// What a head is trained on: the catalogue and graded (query, item) judgments.
+/// Training input of a head: the catalogue and graded (query, item) judgments.
 pub struct TrainingData {
     pub items: Vec<Item>,
     pub judgments: Judgments,
     /// The grade that means "not relevant". Judgment files grade irrelevant items too, so
     /// their lowest grade is it; feedback records only positive events, so it is 0 there.
     pub irrelevant_grade: Option<f64>,
-    /// Where the data came from, for messages.
+    /// Name of the data's source, for messages.
     pub source: String,
 }
 
@@ -149,6 +149,10 @@ pub fn train(settings: &Settings, catalog: &Path, judgments: &Path, out: &Path, 
 /// Trains a head and writes it to `out` (safetensors) with a JSON report beside it.
 pub fn train_on(settings: &Settings, data: TrainingData, out: &Path, options: &TrainOptions) -> Result<TrainReport, ServiceError> {
     let started = Instant::now();
+    // The head is written at the end; a missing folder should not waste the run.
+    if let Some(folder) = out.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|source| crate::catalog::CatalogError::Io { path: folder.to_path_buf(), source })?;
+    }
     let model = load_model(settings)?;
     let encoder = &model.encoder;
     let device = encoder.device().clone();
@@ -185,15 +189,18 @@ pub fn train_on(settings: &Settings, data: TrainingData, out: &Path, options: &T
         })
         .collect();
     if examples.is_empty() || validation_queries.is_empty() {
-        return Err(ServiceError::InvalidInput {
-            field: "judgments".into(),
-            message: format!(
-                "{} training examples and {} validation queries matched the catalogue; check that the ids refer to {}",
+        let distinct = train_queries.len() + validation_queries.len() + held_out;
+        return Err(ServiceError::invalid(
+            "judgments",
+            format!(
+                "{} has {distinct} distinct queries with items in the catalogue, giving {} training examples and {} validation \
+                 queries; training needs both, so about 10 or more distinct queries (10 % of them are held for validation \
+                 and 20 % for testing)",
+                source,
                 examples.len(),
                 validation_queries.len(),
-                source
             ),
-        });
+        ));
     }
 
     let texts: Vec<String> = items.iter().map(|item| item.text.clone()).collect();
