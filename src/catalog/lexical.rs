@@ -1,6 +1,6 @@
-//! BM25 over item texts with tantivy: lower-cased, English-stemmed words, with text that
-//! contains Chinese split into dictionary words (jieba). The evaluation's lexical baseline and
-//! the lexical half of hybrid serving, kept in step with catalogue writes.
+//! BM25 over item texts with tantivy: lower-cased, English-stemmed words without stop words,
+//! with text that contains Chinese split into dictionary words (jieba). The evaluation's
+//! lexical baseline and the lexical half of hybrid serving, kept in step with catalogue writes.
 
 use std::sync::Mutex;
 
@@ -86,9 +86,17 @@ impl LexicalIndex {
     }
 }
 
+/// Lower-cases, drops English stop words (so "for" and "the" cannot make a match on their own)
+/// and stems.
 fn analyzer() -> tantivy::tokenizer::TextAnalyzer {
-    use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer};
-    TextAnalyzer::builder(WordTokenizer).filter(RemoveLongFilter::limit(40)).filter(LowerCaser).filter(Stemmer::new(Language::English)).build()
+    use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, Stemmer, StopWordFilter, TextAnalyzer};
+    let stop_words = StopWordFilter::new(Language::English).expect("tantivy ships English stop words");
+    TextAnalyzer::builder(WordTokenizer)
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(stop_words)
+        .filter(Stemmer::new(Language::English))
+        .build()
 }
 
 /// Splits text into runs of letters and digits, and text with Chinese characters into
@@ -174,6 +182,12 @@ mod tests {
         assert_eq!(index.search("我要买一双耐克运动鞋", 3).unwrap()[0], 0);
         assert_eq!(index.search("电水壶", 3).unwrap(), vec![1]);
         assert_eq!(index.search("nike", 3).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn stop_words_alone_match_nothing() {
+        let index = index(&["Running shoes for men", "Electric kettle"]);
+        assert!(index.search("something for the tea", 3).unwrap().is_empty());
     }
 
     #[test]
