@@ -33,7 +33,13 @@ fn tokenizers() -> &'static [TextTokenizer] {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed seed makes every run try the same cases, so a failure repeats; change it to explore.
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20261205),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn normalisation_is_idempotent_and_clean(text in tricky_text()) {
