@@ -28,10 +28,6 @@ impl ApiKeys {
         Self { digests: keys.iter().map(|key| digest(key)).collect() }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
-    }
-
     /// Checks the value of an `Authorization` header.
     pub fn check(&self, authorization: Option<&str>) -> KeyCheck {
         if self.digests.is_empty() {

@@ -36,12 +36,4 @@ impl AttributeTable {
         let table = self.by_key.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         table.iter().filter(|(_, attributes)| filter.matches(attributes)).map(|(key, _)| *key).collect()
     }
-
-    pub fn len(&self) -> usize {
-        self.by_key.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

@@ -51,10 +51,6 @@ impl LiveIndex {
         self.read().filtered_search(query, k, keep)
     }
 
-    pub fn exact_search(&self, query: &[f32], k: usize) -> Result<Vec<IndexHit>, CatalogError> {
-        self.read().exact_search(query, k)
-    }
-
     pub fn len(&self) -> usize {
         self.read().len()
     }

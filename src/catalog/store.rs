@@ -12,7 +12,7 @@ use super::{CatalogError, Item};
 
 /// SQLite's default limit on bound parameters per statement is 32,766; lookups by key are
 /// chunked well below it.
-const KEYS_PER_QUERY: usize = 500;
+pub(super) const KEYS_PER_QUERY: usize = 500;
 
 /// The fields of an item that a recommendation shows.
 #[derive(Debug, Clone, PartialEq)]

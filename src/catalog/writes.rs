@@ -115,18 +115,6 @@ impl ItemStore {
         .transpose()
     }
 
-    /// Returns the ids among `ids` that name no item.
-    pub async fn unknown_ids(&self, ids: &[&str]) -> Result<Vec<String>, CatalogError> {
-        let mut unknown = Vec::new();
-        for id in ids {
-            let found: Option<i64> = sqlx::query_scalar("SELECT key FROM items WHERE id = ?").bind(*id).fetch_optional(self.pool()).await?;
-            if found.is_none() {
-                unknown.push(id.to_string());
-            }
-        }
-        Ok(unknown)
-    }
-
     /// The change log after `seq`, oldest first.
     pub async fn changes_after(&self, seq: u64) -> Result<Vec<Change>, CatalogError> {
         let rows = sqlx::query("SELECT seq, item_key, op FROM changes WHERE seq > ? ORDER BY seq").bind(seq as i64).fetch_all(self.pool()).await?;
@@ -156,13 +144,18 @@ impl ItemStore {
         Ok(done.rows_affected())
     }
 
-    /// Texts of the items with these keys; keys with no item are left out.
+    /// Returns the texts of the items with these keys; keys with no item are left out.
     pub async fn texts_by_key(&self, keys: &[u64]) -> Result<HashMap<u64, String>, CatalogError> {
         let mut texts = HashMap::with_capacity(keys.len());
-        for key in keys {
-            let text: Option<String> = sqlx::query_scalar("SELECT text FROM items WHERE key = ?").bind(*key as i64).fetch_optional(self.pool()).await?;
-            if let Some(text) = text {
-                texts.insert(*key, text);
+        for chunk in keys.chunks(super::store::KEYS_PER_QUERY) {
+            let placeholders = vec!["?"; chunk.len()].join(",");
+            let sql = format!("SELECT key, text FROM items WHERE key IN ({placeholders})");
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query.bind(*key as i64);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                texts.insert(row.get::<i64, _>(0) as u64, row.get(1));
             }
         }
         Ok(texts)

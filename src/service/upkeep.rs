@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Recommender, ServiceError};
-use crate::catalog::{ChangeOp, SnapshotRecord, INDEX_FILE};
+use crate::catalog::{Change, ChangeOp, SnapshotRecord, INDEX_FILE};
 use crate::metrics::METRICS;
 
 impl Recommender {
@@ -23,17 +23,14 @@ impl Recommender {
 
         let changes = self.store.changes_after(snapshot.seq).await?;
         let replayed = changes.len();
-        let mut last_op: HashMap<u64, ChangeOp> = HashMap::new();
-        for change in &changes {
-            if change.op != ChangeOp::Update {
-                last_op.insert(change.key, change.op);
-            }
-        }
+        let last_op = final_ops(&changes);
         for (&key, _) in last_op.iter().filter(|(_, op)| **op == ChangeOp::Remove) {
             self.index.remove(key)?;
         }
         let to_add: Vec<u64> = last_op.iter().filter(|(key, op)| **op == ChangeOp::Add && !self.index.contains(**key)).map(|(key, _)| *key).collect();
-        self.embed_into_index(&to_add).await?;
+        for (key, vector) in self.embed_stored(&to_add).await? {
+            self.index.add(key, &vector)?;
+        }
 
         // The change log covers writes made through the API. A check of the whole key set
         // covers the rest: a lost or stale index file, or a database edited by hand.
@@ -43,35 +40,31 @@ impl Recommender {
         if repaired {
             tracing::warn!(stored = keys.len(), indexed = self.index.len(), missing, "the index disagrees with the database; rebuilding it");
             let copied = self.index.copy(&keys)?;
-            let texts = self.store.texts_by_key(&copied.missing).await?;
-            let vectors = self.embed_texts(copied.missing.iter().filter_map(|key| texts.get(key).cloned()).collect()).await?;
-            for (key, vector) in copied.missing.iter().filter(|key| texts.contains_key(key)).zip(vectors) {
-                copied.index.add(*key, &vector)?;
+            for (key, vector) in self.embed_stored(&copied.missing).await? {
+                copied.index.add(key, &vector)?;
             }
             self.index.replace(copied.index);
         }
 
-        *applied = self.store.last_seq().await?;
+        let applied_seq = self.store.last_seq().await?;
+        *applied = applied_seq;
         drop(applied);
-        if replayed > 0 || repaired || *self.writer.lock().await > snapshot.seq {
+        if repaired || applied_seq > snapshot.seq {
             self.save_snapshot().await?;
         }
         tracing::info!(replayed, repaired, items = self.index.len(), seconds = started.elapsed().as_secs_f64(), "index checked against the database");
         Ok(())
     }
 
-    /// Embeds the stored texts of `keys` and adds them to the index.
-    async fn embed_into_index(&self, keys: &[u64]) -> Result<(), ServiceError> {
+    /// Embeds the stored texts of `keys`; keys whose item is gone are left out.
+    async fn embed_stored(&self, keys: &[u64]) -> Result<Vec<(u64, Vec<f32>)>, ServiceError> {
         if keys.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let texts = self.store.texts_by_key(keys).await?;
         let present: Vec<u64> = keys.iter().copied().filter(|key| texts.contains_key(key)).collect();
         let vectors = self.embed_texts(present.iter().map(|key| texts[key].clone()).collect()).await?;
-        for (key, vector) in present.iter().zip(vectors) {
-            self.index.add(*key, &vector)?;
-        }
-        Ok(())
+        Ok(present.into_iter().zip(vectors).collect())
     }
 
     /// Saves the index and its snapshot record when changes were applied since the last
@@ -128,13 +121,7 @@ impl Recommender {
         let copied = tokio::task::spawn_blocking(move || index.copy(&keys)).await.map_err(|err| ServiceError::Internal(format!("rebuild task failed: {err}")))??;
 
         let applied = self.writer.lock().await;
-        let mut last_op: HashMap<u64, ChangeOp> = HashMap::new();
-        for change in self.store.changes_after(start_seq).await? {
-            if change.op != ChangeOp::Update {
-                last_op.insert(change.key, change.op);
-            }
-        }
-        for (key, op) in last_op {
+        for (key, op) in final_ops(&self.store.changes_after(start_seq).await?) {
             match op {
                 ChangeOp::Add => {
                     if let Some(vector) = self.index.vector(key)? {
@@ -171,4 +158,10 @@ impl Recommender {
         tracing::info!("index and database flushed");
         Ok(())
     }
+}
+
+/// Returns the last index operation of each key in the change log. Updates of a title or
+/// attributes leave the vector alone, so they are skipped.
+fn final_ops(changes: &[Change]) -> HashMap<u64, ChangeOp> {
+    changes.iter().filter(|change| change.op != ChangeOp::Update).map(|change| (change.key, change.op)).collect()
 }
