@@ -1,7 +1,8 @@
 //! Recall of the live index after deletes, on real catalogue embeddings. Recall@10 against
-//! exact search is measured four times: before any delete, after removing 30 % of the items,
-//! after the background rebuild that the service runs at that point, and after a churn that
-//! deletes 30 % more and adds as many new vectors (which reuse the removed slots).
+//! exact search is measured four times. The first is before any delete and the second after
+//! removing 30 % of the items. The third follows the background rebuild that the service runs
+//! at that point. The last follows a churn that deletes 30 % more and adds as many new vectors,
+//! which reuse the removed slots.
 //!
 //! Run: `cargo bench --bench deletes`, with
 //! - `ATTNREC_ANN_DATA_DIR` (default `var/homedepot`): the data directory to read vectors from;

@@ -50,7 +50,7 @@ fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// The token of `Bearer TOKEN` (the scheme is case-insensitive); `None` for other schemes.
+/// Returns the token of `Bearer TOKEN` (the scheme is case-insensitive); `None` for other schemes.
 fn bearer_token(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     let token = token.trim();

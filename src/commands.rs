@@ -34,7 +34,7 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, device = recommender.device(), "listening");
 
     if settings.auth.api_keys.is_empty() {
-        tracing::warn!("no API key is configured (auth.api_keys), so the write endpoints answer 403");
+        tracing::warn!("no API key is configured (auth.api_keys), so the write endpoints return 403");
     }
     if settings.feedback.hash_user_ids && settings.feedback.user_id_salt.is_empty() {
         tracing::warn!("feedback.user_id_salt is empty, so hashed user ids can be recomputed by anyone who knows an id; set ATTNREC_FEEDBACK__USER_ID_SALT");
@@ -69,7 +69,7 @@ async fn run_upkeep(recommender: Arc<Recommender>, snapshot_interval_s: u64) {
             }
             _ = snapshots.tick() => {
                 if let Err(err) = recommender.save_snapshot().await {
-                    tracing::error!(error = %err, "saving the index snapshot failed; the database still holds every write");
+                    tracing::error!(error = %err, "saving the index snapshot failed; the database still contains every write, and the next start replays it");
                 }
             }
         }

@@ -148,7 +148,7 @@ pub struct ServerSettings {
     /// Unicode scalar values.
     pub max_query_chars: usize,
     pub body_limit_bytes: usize,
-    /// How `/recommend` finds items when the request does not say.
+    /// Search mode of `/recommend` when a request sets none.
     pub default_mode: crate::service::SearchMode,
     /// Largest accepted body of `POST /items/batch` and `POST /feedback/batch`.
     pub batch_body_limit_bytes: usize,

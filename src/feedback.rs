@@ -9,7 +9,7 @@ use sqlx::Row;
 use crate::catalog::{CatalogError, ItemStore};
 use crate::config::FeedbackSettings;
 
-/// What the shopper did.
+/// Kind of shopper action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -82,7 +82,7 @@ impl FeedbackLog {
         Self { store, user_id_key, retention_days: settings.retention_days }
     }
 
-    /// The user id as stored: a keyed hash when hashing is on, the id itself otherwise.
+    /// Returns the user id as stored: a keyed hash when hashing is on, the id itself otherwise.
     /// Reading a user's history hashes the requested id the same way.
     pub fn stored_user_id(&self, user_id: &str) -> String {
         match &self.user_id_key {
@@ -145,7 +145,7 @@ impl FeedbackLog {
         Ok(ids)
     }
 
-    /// Every stored event that carries a query, oldest first, for training.
+    /// Returns every stored event that carries a query, oldest first, for training.
     pub async fn events_with_query(&self) -> Result<Vec<FeedbackEvent>, FeedbackError> {
         let rows = sqlx::query(
             "SELECT user_id, query, item_id, event, value, occurred_at FROM feedback WHERE query IS NOT NULL AND query != '' ORDER BY occurred_at, id",
@@ -201,7 +201,8 @@ mod tests {
         let (_dir, log) = log(salted).await;
         log.record(&[click("a", 1.0)]).await.unwrap();
         let stored = log.events_with_query().await.unwrap().remove(0).user_id.unwrap();
-        assert!(stored.starts_with("hmac-sha256:") && !stored.contains("shopper-1"), "{stored}");
+        assert!(stored.starts_with("hmac-sha256:"), "{stored}");
+        assert!(!stored.contains("shopper-1"), "{stored}");
         assert_eq!(stored, log.stored_user_id("shopper-1"));
 
         let (_other_dir, other_salt) = self::log(FeedbackSettings { user_id_salt: "other".into(), ..FeedbackSettings::default() }).await;

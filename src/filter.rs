@@ -146,7 +146,7 @@ fn values_of<'a>(attributes: &'a Map<String, Value>, field: &str) -> Box<dyn Ite
     }
 }
 
-/// Reads a number, or a string that holds one (catalogue files give every column as text).
+/// Reads a number, or a string that contains one (catalogue files give every column as text).
 fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(number) => number.as_f64(),

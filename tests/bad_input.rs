@@ -88,7 +88,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// What the tests compare before and after: items, the change log and the feedback log.
+/// Returns the state compared before and after: items, the change log and the feedback log.
 async fn state(fixture: &Fixture) -> (u64, u64, u64, Value) {
     let store = ItemStore::open(&fixture.settings.data_dir.join("catalog.db")).await.unwrap();
     let item = store.get_item("1").await.unwrap().map(|item| json!([item.title, item.text, item.attributes, item.seq]));
@@ -118,7 +118,8 @@ async fn bad_writes_rejected_without_changes() {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let label = format!("{} {} {}", case.method, case.path.chars().take(40).collect::<String>(), String::from_utf8_lossy(&case.body).chars().take(80).collect::<String>());
         assert_eq!(status, case.status, "{label}: {body}");
-        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{label}: {body}");
+        assert!(body["error"]["code"].is_string(), "{label}: {body}");
+        assert!(body["error"]["message"].is_string(), "{label}: {body}");
         assert_eq!(body["error"]["field"].as_str(), case.field, "{label}: {body}");
     }
 

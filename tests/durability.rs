@@ -61,7 +61,7 @@ async fn write_until_failure(server: &ServerView, round: usize, acknowledged: Ar
     }
 }
 
-/// Checks that every acknowledged write is in the database and that the index holds exactly
+/// Checks that every acknowledged write is in the database and that the index contains exactly
 /// the stored items: each live item is found first by its own text, no deleted one is found.
 async fn check_state(fixture: &Fixture, server: &ChildServer, acknowledged: &Acknowledged) {
     let store = ItemStore::open(&fixture.settings.data_dir.join("catalog.db")).await.unwrap();
@@ -170,7 +170,7 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(status.success(), "serve exited with {status}");
     assert!(*finished_after_signal.lock().unwrap() > 0, "no request in flight at SIGTERM was answered");
 
-    // The shutdown snapshot holds every write: the restart has nothing to replay.
+    // The shutdown snapshot contains every write, so the restart has nothing to replay.
     let store = ItemStore::open(&fixture.settings.data_dir.join("catalog.db")).await.unwrap();
     let snapshot = attnrec::catalog::SnapshotRecord::read(&fixture.settings.data_dir).unwrap();
     assert_eq!(snapshot.seq, store.last_seq().await.unwrap());
@@ -260,7 +260,7 @@ async fn concurrent_writes_match_replay() {
     }
     let live = expected.values().filter(|text| text.is_some()).count() + 8;
     let (_, ready) = server.call(Method::GET, "/ready", None).await;
-    assert_eq!(ready["items"].as_u64(), Some(live as u64), "the index holds other items than the database");
+    assert_eq!(ready["items"].as_u64(), Some(live as u64), "the index contains other items than the database");
     eprintln!("{requests} requests from 32 clients in {seconds} s");
 }
 

@@ -17,8 +17,8 @@ fn tricky_text() -> impl Strategy<Value = String> {
     prop::collection::vec(prop_oneof![pieces.prop_map(str::to_string), any::<char>().prop_map(String::from)], 0..80).prop_map(|parts| parts.concat())
 }
 
-/// The tiny test model's WordPiece tokenizer, plain and with e5 prefixes, and the real e5
-/// SentencePiece tokenizer, loaded once.
+/// Returns the tiny test model's WordPiece tokenizer, plain and with e5 prefixes, and the
+/// real e5 SentencePiece tokenizer, loaded once.
 fn tokenizers() -> &'static [TextTokenizer] {
     static TOKENIZERS: std::sync::OnceLock<Vec<TextTokenizer>> = std::sync::OnceLock::new();
     TOKENIZERS.get_or_init(|| {

@@ -34,8 +34,8 @@ pub struct FeedbackBody {
     #[serde(default)]
     #[schema(example = 1.0)]
     pub value: Option<f64>,
-    /// When it happened: unix seconds or an RFC 3339 date-time, at most one day ahead and
-    /// not older than `feedback.retention_days`; the time of receipt when left out.
+    /// Time of the event: unix seconds or an RFC 3339 date-time, at most one day ahead and
+    /// not older than `feedback.retention_days`. The time of receipt when left out.
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "2026-12-05T10:00:00Z")]
     pub timestamp: Option<Value>,

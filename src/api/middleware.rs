@@ -51,7 +51,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
-/// Who may call an endpoint.
+/// Access rule of an endpoint.
 #[derive(Clone)]
 pub struct Access {
     pub keys: std::sync::Arc<crate::auth::ApiKeys>,

@@ -63,12 +63,12 @@ impl AppState {
         }
     }
 
-    /// Takes a permit for a request in flight, or answers 429.
+    /// Takes a permit for a request in flight, or returns the 429 error.
     pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.admission.clone().try_acquire_owned().map_err(|_| ApiError::overloaded("concurrency_limit"))
     }
 
-    /// Runs a service call within `server.request_timeout_ms`, or answers 503.
+    /// Runs a service call within `server.request_timeout_ms`, or returns the 503 timeout error.
     pub(crate) async fn within_timeout<T>(&self, call: impl Future<Output = Result<T, ServiceError>>) -> Result<T, ServiceError> {
         tokio::time::timeout(self.request_timeout, call).await.map_err(|_| ServiceError::TimedOut(self.request_timeout))?
     }

@@ -88,8 +88,8 @@ impl VectorIndex {
         Ok((found > 0).then_some(vector))
     }
 
-    /// Graph nodes of removed vectors that the index still holds. Counts every node, so call
-    /// it rarely (after loading, not per request).
+    /// Returns the number of graph nodes of removed vectors that the index still contains.
+    /// It counts every node, so call it rarely (after loading, not per request).
     pub fn removed_nodes(&self) -> usize {
         self.inner.stats().nodes.saturating_sub(self.inner.size())
     }

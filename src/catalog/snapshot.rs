@@ -9,7 +9,7 @@ use super::CatalogError;
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
 
 /// Written after the index file. A crash between the two leaves a record older than the
-/// file, which is safe: replaying a change the index already holds changes nothing.
+/// file, which is safe: replaying a change the index already contains changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     /// The last change the index file contains.

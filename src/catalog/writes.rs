@@ -8,7 +8,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::store::unix_seconds;
 use super::{CatalogError, Item, ItemStore};
 
-/// What an upsert did to the stored item.
+/// Result of a write for the stored item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteStatus {
@@ -66,8 +66,8 @@ pub struct ItemRecord {
 
 impl ItemStore {
     /// Inserts or replaces items in one transaction. An item whose text changed gets a new
-    /// key (its old vector is removed, the new one added); one whose text is the same keeps
-    /// its key and vector. Ids must be distinct within the call.
+    /// key, so its old vector is removed and the new one added. An item whose text is the same
+    /// keeps its key and vector. Ids must be distinct within the call.
     pub async fn upsert(&self, items: &[Item]) -> Result<Vec<WriteOutcome>, CatalogError> {
         let now = unix_seconds();
         let mut transaction = self.pool().begin_with("BEGIN IMMEDIATE").await?;
@@ -115,7 +115,7 @@ impl ItemStore {
         .transpose()
     }
 
-    /// The change log after `seq`, oldest first.
+    /// Returns the change log after `seq`, oldest first.
     pub async fn changes_after(&self, seq: u64) -> Result<Vec<Change>, CatalogError> {
         let rows = sqlx::query("SELECT seq, item_key, op FROM changes WHERE seq > ? ORDER BY seq").bind(seq as i64).fetch_all(self.pool()).await?;
         rows.into_iter()
@@ -131,7 +131,7 @@ impl ItemStore {
             .collect()
     }
 
-    /// The sequence number of the latest change, 0 when there is none.
+    /// Returns the sequence number of the latest change, 0 when there is none.
     pub async fn last_seq(&self) -> Result<u64, CatalogError> {
         // sqlite_sequence keeps the largest sequence number even after the log is pruned.
         let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetch_optional(self.pool()).await?;
@@ -161,7 +161,7 @@ impl ItemStore {
         Ok(texts)
     }
 
-    /// Every item's key and attributes.
+    /// Returns every item's key and attributes.
     pub async fn all_attributes(&self) -> Result<Vec<(u64, serde_json::Map<String, serde_json::Value>)>, CatalogError> {
         let rows = sqlx::query("SELECT key, attributes FROM items").fetch_all(self.pool()).await?;
         Ok(rows
@@ -173,7 +173,7 @@ impl ItemStore {
             .collect())
     }
 
-    /// The keys of the items with these ids; unknown ids are left out.
+    /// Returns the keys of the items with these ids. Unknown ids are left out.
     pub async fn keys_of(&self, ids: &[&str]) -> Result<HashMap<String, u64>, CatalogError> {
         let mut keys = HashMap::with_capacity(ids.len());
         for id in ids {
@@ -185,7 +185,7 @@ impl ItemStore {
         Ok(keys)
     }
 
-    /// Every item's key.
+    /// Returns every item's key.
     pub async fn all_keys(&self) -> Result<Vec<u64>, CatalogError> {
         let keys: Vec<i64> = sqlx::query_scalar("SELECT key FROM items ORDER BY key").fetch_all(self.pool()).await?;
         Ok(keys.into_iter().map(|key| key as u64).collect())
@@ -289,7 +289,8 @@ mod tests {
         let stored = store.get_item("a").await.unwrap().unwrap();
         assert_eq!(stored.text, "Blue kettle");
         assert_eq!(stored.seq, again.seq);
-        assert!(again.seq > deleted.seq && deleted.seq > created.seq);
+        assert!(again.seq > deleted.seq);
+        assert!(deleted.seq > created.seq);
     }
 
     #[tokio::test]

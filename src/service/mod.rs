@@ -78,7 +78,7 @@ pub struct QueryInput {
 }
 
 impl QueryInput {
-    /// A plain text query.
+    /// Returns a plain text query with default options.
     pub fn text(text: impl Into<String>, k: usize) -> Self {
         Self { text: Some(text.into()), k, ..Self::default() }
     }
@@ -346,8 +346,8 @@ impl Recommender {
             .map_err(|err| ServiceError::Internal(format!("search task failed: {err}")))??
         };
 
-        // A deleted item can linger in a search for the moment between its database delete
-        // and its index removal; it is dropped here, and spare hits keep k full.
+        // A deleted item can linger in a search between its database delete and its index
+        // removal. It is dropped here, and spare hits keep k full.
         let keys: Vec<u64> = hits.iter().map(|hit| hit.key).collect();
         let found = self.store.get_by_keys(&keys).await?;
         let items = hits

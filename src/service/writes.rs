@@ -247,8 +247,8 @@ impl Recommender {
         }
     }
 
-    /// Brings the attribute table and the BM25 index in line with committed writes; `items`
-    /// are the upserted items in the order of `outcomes` (empty for a delete).
+    /// Brings the attribute table and the BM25 index in line with committed writes. `items`
+    /// are the upserted items in the order of `outcomes`, empty for a delete.
     fn update_side_tables(&self, outcomes: &[WriteOutcome], items: &[Item]) -> Result<(), ServiceError> {
         let mut added = Vec::new();
         let mut removed = Vec::new();

@@ -10,7 +10,7 @@ use crate::eval::Judgments;
 use crate::feedback::{EventKind, FeedbackEvent, FeedbackLog};
 use crate::service::ServiceError;
 
-/// The grade of one event: a click 1, an add-to-cart 2, a purchase 3, a rating its value.
+/// Returns the grade of one event: a click 1, an add-to-cart 2, a purchase 3, a rating its value.
 pub fn event_grade(event: &FeedbackEvent) -> f64 {
     match event.event {
         EventKind::Click => 1.0,

@@ -103,8 +103,8 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Sends a request with the API key and a JSON body (when given); returns the status and
-    /// the parsed body (null when the body is empty).
+    /// Sends a request with the API key and a JSON body, when given. Returns the status and
+    /// the parsed body, null when the body is empty.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
         call(&self.client, &self.url(path), method, body).await
     }
@@ -223,7 +223,7 @@ impl ChildServer {
         format!("http://{}{}", self.address, path)
     }
 
-    /// A handle for sending requests from another task; it owns no process.
+    /// Returns a handle for sending requests from another task. It owns no process.
     pub fn view(client: reqwest::Client, address: String) -> ServerView {
         ServerView { client, address }
     }
