@@ -105,12 +105,7 @@ pub async fn recommend(settings: &Settings, text: String, k: Option<usize>, expl
     let result = recommender.recommend(query).await?;
 
     if json {
-        let body = api::RecommendResponse {
-            items: result.items.iter().map(|item| api::ItemScore { id: item.id.clone(), score: item.score, title: item.title.clone() }).collect(),
-            explain: result.explain.clone().map(|tokens| api::Explanation { tokens }),
-            truncated: result.truncated,
-        };
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("{}", serde_json::to_string_pretty(&api::RecommendResponse::from(result))?);
         return Ok(());
     }
 
@@ -182,6 +177,41 @@ pub fn train(settings: &Settings, data: crate::train::TrainingData, out: &Path, 
         report.baseline_validation_ndcg_at_10
     );
     println!("head written to {} with its report beside it", out.display());
+    Ok(())
+}
+
+/// `attnrec train --history`: learns history weights from the feedback log and prints how
+/// they did on the validation steps.
+pub async fn train_history(settings: &Settings, out: &Path, cache_dir: &Path, options: &crate::history::HistoryTrainOptions) -> anyhow::Result<()> {
+    let report = crate::train::train_history_from_feedback(settings, out, cache_dir, options).await?;
+    println!(
+        "trained on {} steps of {} shoppers in {:.1} s; validation nDCG@10 {:.4} at epoch {} (untrained: {:.4})",
+        report.training_steps,
+        report.sequences,
+        report.seconds,
+        report.best_validation.ndcg_at_10,
+        report.best_epoch,
+        report.baseline_validation.ndcg_at_10
+    );
+    println!("history weights written to {} with their report beside them", out.display());
+    Ok(())
+}
+
+/// `attnrec eval-history`: next-item prediction on event sequences.
+pub fn eval_history(settings: &Settings, catalog: &Path, events: &Path, options: &crate::eval::SequentialOptions, json: bool) -> anyhow::Result<()> {
+    let report = crate::eval::evaluate_history(settings, catalog, events, options)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print!("{}", crate::eval::sequential_table(&report));
+    println!(
+        "{} shoppers, {} items, {} events ({} skipped: item not in the catalogue); leave-last-out test steps; items seen before each step are left out of its ranking",
+        report.users, report.items, report.events, report.skipped_events
+    );
+    if let Some(dir) = &options.out_dir {
+        println!("table and report written to {}", dir.display());
+    }
     Ok(())
 }
 

@@ -36,6 +36,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub auth: AuthSettings,
     pub feedback: FeedbackSettings,
+    pub history: HistorySettings,
     pub log: LogSettings,
 }
 
@@ -203,6 +204,22 @@ impl std::fmt::Debug for FeedbackSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySettings {
+    /// History weights file; empty means the data directory's history.safetensors when it
+    /// exists, else the untrained weights.
+    pub path: String,
+    /// Most recent history items that shape one recommendation.
+    pub max_items: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self { path: String::new(), max_items: 20 }
+    }
+}
+
 /// Accepts a list of strings, or one string of comma-separated values (the form an
 /// environment variable can carry). Empty entries are dropped.
 fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -252,6 +269,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             auth: AuthSettings::default(),
             feedback: FeedbackSettings::default(),
+            history: HistorySettings::default(),
             log: LogSettings::default(),
         }
     }

@@ -167,6 +167,30 @@ impl FeedbackLog {
             })
             .collect()
     }
+
+    /// Every event with a user id as `(stored user id, item, time, query)`, oldest first, for
+    /// training the history attention.
+    pub async fn user_events(&self) -> Result<Vec<crate::train::HistoryEvent>, FeedbackError> {
+        let rows = sqlx::query("SELECT user_id, item_id, occurred_at, query FROM feedback WHERE user_id IS NOT NULL ORDER BY occurred_at, id")
+            .fetch_all(self.store.pool())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| crate::train::HistoryEvent { user: row.get(0), item_id: row.get(1), time: row.get(2), query: row.get(3) })
+            .collect())
+    }
+
+    /// The last `limit` distinct items a user acted on, most recent first.
+    pub async fn recent_items(&self, user_id: &str, limit: usize) -> Result<Vec<String>, FeedbackError> {
+        let ids = sqlx::query_scalar(
+            "SELECT item_id FROM feedback WHERE user_id = ? GROUP BY item_id ORDER BY MAX(occurred_at) DESC, MAX(id) DESC LIMIT ?",
+        )
+        .bind(self.stored_user_id(user_id))
+        .bind(limit as i64)
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +233,20 @@ mod tests {
         assert_ne!(other_salt.stored_user_id("shopper-1"), stored);
         let (_plain_dir, plain) = self::log(FeedbackSettings { hash_user_ids: false, ..FeedbackSettings::default() }).await;
         assert_eq!(plain.stored_user_id("shopper-1"), "shopper-1");
+    }
+
+    #[tokio::test]
+    async fn recent_items_are_distinct_and_newest_first() {
+        let (_dir, log) = log(FeedbackSettings::default()).await;
+        let store = log.store.clone();
+        for id in ["b", "c"] {
+            store.upsert(&[Item { id: id.into(), title: id.into(), text: id.into(), attributes: Default::default() }]).await.unwrap();
+        }
+        log.record(&[click("a", 1.0), click("b", 2.0), click("a", 3.0), click("c", 4.0)]).await.unwrap();
+        assert_eq!(log.recent_items("shopper-1", 10).await.unwrap(), vec!["c", "a", "b"]);
+        assert_eq!(log.recent_items("shopper-1", 2).await.unwrap(), vec!["c", "a"]);
+        assert!(log.recent_items("someone-else", 10).await.unwrap().is_empty());
+        assert_eq!(log.user_events().await.unwrap().len(), 4);
     }
 
     #[tokio::test]

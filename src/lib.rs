@@ -12,6 +12,7 @@ pub mod eval;
 pub mod explain;
 pub mod feedback;
 pub mod filter;
+pub mod history;
 pub mod indexer;
 pub mod metrics;
 pub mod pooling;

@@ -126,9 +126,21 @@ enum Command {
         /// add_to_cart 2, purchase 3, rating its value).
         #[arg(long, conflicts_with_all = ["catalog", "judgments"])]
         feedback: bool,
-        /// Output file of the head (safetensors). The JSON report is written beside it.
-        #[arg(long, value_name = "FILE", default_value = "head.safetensors")]
-        out: PathBuf,
+        /// Learn the history attention instead of the head, from the feedback log's events
+        /// with a user id: each event is predicted from the user's events before it.
+        #[arg(long, requires = "feedback")]
+        history: bool,
+        /// Most recent history items per prediction (with --history).
+        #[arg(long, default_value_t = 20)]
+        history_items: usize,
+        /// With --history: shoppers come back to items they had before, so those stay
+        /// candidates while training (serve with `exclude_history` off).
+        #[arg(long, requires = "history")]
+        repeats: bool,
+        /// Output file (safetensors); the JSON report is written beside it. Default:
+        /// head.safetensors, or history.safetensors with --history.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         /// Seed of the query split, the shuffling and the negative sampling.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -156,6 +168,52 @@ enum Command {
         /// Comma-separated fields joined into the embedded text. Sets `catalog.text_fields`.
         #[arg(long, value_delimiter = ',')]
         text_fields: Option<Vec<String>>,
+    },
+    /// Measure next-item prediction from shoppers' histories (HR@10, nDCG@10) on an events
+    /// file such as MovieLens ratings, with a leave-last-out split.
+    ///
+    /// Compares popularity, the mean of the history, and the history attention before and
+    /// after training on the earlier steps; with --query-field, also with a query made from
+    /// the predicted item's field, beside that query alone.
+    EvalHistory {
+        #[command(flatten)]
+        common: Common,
+        /// Catalogue file (CSV or JSON Lines).
+        #[arg(long, value_name = "FILE")]
+        catalog: PathBuf,
+        /// Events CSV with user (user_id, userId or user), item (item_id, movieId, item or id)
+        /// and time (timestamp, occurred_at or time, in seconds) columns.
+        #[arg(long, value_name = "FILE")]
+        events: PathBuf,
+        /// Field that contains the item id. Sets `catalog.id_field`.
+        #[arg(long)]
+        id_field: Option<String>,
+        /// Comma-separated fields joined into the embedded text. Sets `catalog.text_fields`.
+        #[arg(long, value_delimiter = ',')]
+        text_fields: Option<Vec<String>>,
+        /// Item field whose value becomes each event's query (`|` read as a space).
+        #[arg(long)]
+        query_field: Option<String>,
+        /// Pooling head for items and queries (default: the untrained head).
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+        /// Most recent history items per prediction.
+        #[arg(long, default_value_t = 20)]
+        history_items: usize,
+        /// Maximum training epochs.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Directory of cached encoder features.
+        #[arg(long, value_name = "DIR", default_value = "var/cache")]
+        cache_dir: PathBuf,
+        /// Directory for the Markdown table (history-eval.md) and JSON report.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the OpenAPI document generated from the code.
     Openapi,
@@ -194,6 +252,10 @@ fn main() -> anyhow::Result<()> {
             Some(common),
             &[("catalog", "id_field", json!(id_field)), ("catalog", "text_fields", json!(text_fields))],
         ),
+        Command::EvalHistory { common, id_field, text_fields, .. } => overrides(
+            Some(common),
+            &[("catalog", "id_field", json!(id_field)), ("catalog", "text_fields", json!(text_fields))],
+        ),
         Command::Recommend { common, .. } | Command::Eval { common, .. } => overrides(Some(common), &[]),
         Command::Openapi => overrides(None, &[]),
     };
@@ -211,9 +273,27 @@ fn main() -> anyhow::Result<()> {
                 commands::compare(&settings, &catalog, &judgments, &options, json)
             }
             Command::Eval { judgments, threshold, limit, json, .. } => commands::eval(&settings, &judgments, threshold, limit, json).await,
+            Command::Train { history: true, history_items, repeats, out, seed, epochs, temperature, cache_dir, .. } => {
+                let options = attnrec::history::HistoryTrainOptions {
+                    seed,
+                    max_epochs: epochs,
+                    max_items: history_items,
+                    temperature,
+                    exclude_seen: !repeats,
+                    ..Default::default()
+                };
+                let out = out.unwrap_or_else(|| PathBuf::from("history.safetensors"));
+                commands::train_history(&settings, &out, &cache_dir, &options).await
+            }
+            Command::EvalHistory { catalog, events, query_field, head, history_items, epochs, seed, cache_dir, out_dir, json, .. } => {
+                let train = attnrec::history::HistoryTrainOptions { seed, max_epochs: epochs, max_items: history_items, ..Default::default() };
+                let options = attnrec::eval::SequentialOptions { query_field, head, cache_dir, out_dir, train };
+                commands::eval_history(&settings, &catalog, &events, &options, json)
+            }
             Command::Train {
                 catalog, judgments, feedback, out, seed, epochs, learning_rate, attention_learning_rate, hard_negatives, temperature, cache_dir, ..
             } => {
+                let out = out.unwrap_or_else(|| PathBuf::from("head.safetensors"));
                 let options = attnrec::train::TrainOptions {
                     seed,
                     max_epochs: epochs,

@@ -77,14 +77,7 @@ impl AttentionHead {
 
     /// Writes the three matrices to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<(), PoolingError> {
-        let tensors: HashMap<String, Tensor> = [
-            (W_ATTN.to_string(), self.w_attn.clone()),
-            (W_Q.to_string(), self.w_q.clone()),
-            (W_SCORE.to_string(), self.w_score.clone()),
-        ]
-        .into();
-        candle_core::safetensors::save(&tensors, path)?;
-        Ok(())
+        save_named(&[(W_ATTN, &self.w_attn), (W_Q, &self.w_q), (W_SCORE, &self.w_score)], path)
     }
 
     pub fn dim(&self) -> usize {
@@ -93,13 +86,7 @@ impl AttentionHead {
 
     /// Hashes the parameter values, so two files with the same head have the same checksum.
     pub fn checksum(&self) -> Result<String, PoolingError> {
-        let mut hasher = Sha256::new();
-        for tensor in [&self.w_attn, &self.w_q, &self.w_score] {
-            for value in tensor.flatten_all()?.to_vec1::<f32>()? {
-                hasher.update(value.to_le_bytes());
-            }
-        }
-        Ok(hex::encode(hasher.finalize()))
+        values_checksum(&[&self.w_attn, &self.w_q, &self.w_score])
     }
 
     /// Pools query token states into unit interest vectors, returning the attention too.
@@ -127,6 +114,24 @@ impl AttentionHead {
     }
 }
 
+/// Writes named f32 tensors to a safetensors file.
+pub fn save_named(tensors: &[(&str, &Tensor)], path: &Path) -> Result<(), PoolingError> {
+    let tensors: HashMap<String, Tensor> = tensors.iter().map(|(name, tensor)| (name.to_string(), (*tensor).clone())).collect();
+    candle_core::safetensors::save(&tensors, path)?;
+    Ok(())
+}
+
+/// Hashes the values of f32 tensors in order (SHA-256, hex).
+pub fn values_checksum(tensors: &[&Tensor]) -> Result<String, PoolingError> {
+    let mut hasher = Sha256::new();
+    for tensor in tensors {
+        for value in tensor.flatten_all()?.to_vec1::<f32>()? {
+            hasher.update(value.to_le_bytes());
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Averages token states over real tokens: (batch, n, d) and (batch, n) to (batch, d).
 pub fn masked_mean(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
     let summed = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
@@ -136,10 +141,12 @@ pub fn masked_mean(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor
 
 /// Softmax over the last axis that gives padded positions exactly zero weight.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-    // Subtracting the row maximum keeps exp() finite; padded positions are zeroed after exp
-    // rather than set to -inf, so a row never becomes NaN.
-    let max = scores.broadcast_add(&((mask.ones_like()? - mask)? * -1e9)?)?.max_keepdim(1)?;
-    let exps = scores.broadcast_sub(&max)?.exp()?.broadcast_mul(mask)?;
+    // Padded positions get a score far below any real one and are zeroed after exp() rather
+    // than set to -inf, so a row never becomes NaN; subtracting the row maximum keeps exp()
+    // finite.
+    let masked = scores.broadcast_add(&((mask.ones_like()? - mask)? * -1e9)?)?;
+    let max = masked.max_keepdim(1)?;
+    let exps = masked.broadcast_sub(&max)?.exp()?.broadcast_mul(mask)?;
     let totals = exps.sum_keepdim(1)?.clamp(f64::MIN_POSITIVE, f64::INFINITY)?;
     exps.broadcast_div(&totals)
 }

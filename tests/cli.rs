@@ -175,3 +175,36 @@ fn second_server_on_same_directory_rejected() {
     first.terminate();
     assert!(first.wait().success());
 }
+
+#[test]
+fn eval_history_compares_the_methods() {
+    let fixture = Fixture::new();
+    let catalog = fixture.path("movies.csv");
+    std::fs::write(&catalog, "movieId,title,genres\n1,Alpha,Comedy\n2,Beta,Drama|Romance\n3,Gamma,Comedy\n4,Delta,Action\n5,Epsilon,Drama\n6,Zeta,Action|Comedy\n").unwrap();
+    let events = fixture.path("ratings.csv");
+    let mut rows = String::from("userId,movieId,rating,timestamp\n");
+    for user in 0..12 {
+        for step in 0..5 {
+            rows.push_str(&format!("{user},{},4.0,{}\n", (user + step * 5) % 6 + 1, 1000 + step));
+        }
+    }
+    rows.push_str("3,99,4.0,2000\n");
+    std::fs::write(&events, rows).unwrap();
+    let out_dir = fixture.path("eval");
+
+    let output = attnrec(
+        &["eval-history", "--model", fixture.model_dir().to_str().unwrap(), "--catalog", catalog.to_str().unwrap(), "--events",
+            events.to_str().unwrap(), "--id-field", "movieId", "--text-fields", "title,genres", "--query-field", "genres", "--epochs", "2",
+            "--cache-dir", fixture.path("cache").to_str().unwrap(), "--out-dir", out_dir.to_str().unwrap()],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    for method in ["| popularity | no | 12 |", "| history mean | no |", "| history attention (trained) | no |", "| query only | yes |", "| query + history attention (trained) | yes |"] {
+        assert!(stdout.contains(method), "{method} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("12 shoppers, 6 items, 61 events (1 skipped"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("history-eval.json")).unwrap()).unwrap();
+    assert_eq!(report["methods"].as_array().unwrap().len(), 8);
+    assert!(out_dir.join("history-eval.md").is_file());
+}

@@ -9,9 +9,9 @@ use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
-use super::types::{Explanation, HealthResponse, ItemScore, ReadyResponse, RecommendRequest, RecommendResponse};
+use super::types::{HealthResponse, ReadyResponse, RecommendRequest, RecommendResponse};
 use super::AppState;
-use crate::service::{QueryInput, ServiceError};
+use crate::service::QueryInput;
 use crate::metrics::METRICS;
 
 /// The OpenAPI document served at `/openapi.yaml`, as checked in.
@@ -45,9 +45,6 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 )]
 pub async fn recommend(State(state): State<AppState>, ApiJson(request): ApiJson<RecommendRequest>) -> Result<Json<RecommendResponse>, ApiError> {
     let _permit = state.admit()?;
-    if request.exclude_purchased && request.user_id.is_none() {
-        return Err(ServiceError::invalid("exclude_purchased", "needs `user_id`, the shopper whose purchases to leave out").into());
-    }
     let input = QueryInput {
         text: request.query,
         k: request.k.unwrap_or(state.default_k),
@@ -55,18 +52,17 @@ pub async fn recommend(State(state): State<AppState>, ApiJson(request): ApiJson<
         filter: request.filter,
         positive: request.positive.into_iter().map(Into::into).collect(),
         negative: request.negative.into_iter().map(Into::into).collect(),
-        exclude_purchased_by: request.user_id.filter(|_| request.exclude_purchased),
+        user_id: request.user_id,
+        history: request.history,
+        exclude_purchased: request.exclude_purchased,
+        exclude_history: request.exclude_history,
         diversity: request.diversity,
         mode: request.mode,
     };
     let query = state.recommender.validate(input)?;
     tracing::debug!(k = query.k, explain = query.explain, query_chars = query.text.as_ref().map(|text| text.chars().count()), "recommend");
     let result = state.within_timeout(state.recommender.recommend(query)).await?;
-    Ok(Json(RecommendResponse {
-        items: result.items.into_iter().map(|item| ItemScore { id: item.id, score: item.score, title: item.title }).collect(),
-        explain: result.explain.map(|tokens| Explanation { tokens }),
-        truncated: result.truncated,
-    }))
+    Ok(Json(RecommendResponse::from(result)))
 }
 
 /// Liveness: the process is up and serving HTTP.

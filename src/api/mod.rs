@@ -85,7 +85,7 @@ impl AppState {
     paths(handlers::recommend, items::put_item, items::post_items, items::delete_item, items::get_item,
         feedback::post_feedback, feedback::post_feedback_batch,
         handlers::health, handlers::ready, handlers::metrics, handlers::openapi),
-    components(schemas(RecommendRequest, types::ExampleItem, types::WeightedItem, crate::filter::FilterSpec, crate::service::SearchMode, RecommendResponse, ItemScore, Explanation, crate::explain::WordWeight,
+    components(schemas(RecommendRequest, types::ExampleItem, types::WeightedItem, crate::filter::FilterSpec, crate::service::SearchMode, RecommendResponse, ItemScore, Explanation, types::HistoryWeight, crate::explain::WordWeight,
         items::ItemBody, items::BatchItem, items::ItemBatchBody, items::ItemWriteResponse, items::ItemBatchResponse, items::ItemResponse,
         crate::catalog::WriteStatus, feedback::FeedbackBody, feedback::FeedbackBatchBody, feedback::FeedbackResponse, crate::feedback::EventKind,
         HealthResponse, ReadyResponse, ErrorBody, ErrorDetail)),

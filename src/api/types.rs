@@ -11,7 +11,7 @@ use crate::explain::WordWeight;
 pub struct RecommendRequest {
     /// The shopper's free text, in any language. Must contain a non-whitespace character and
     /// be at most `server.max_query_chars` (default 2000) characters long. Optional when
-    /// `positive` lists items.
+    /// there is a history (`history` or `user_id`) or `positive` lists items.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub query: Option<String>,
@@ -20,7 +20,8 @@ pub struct RecommendRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100, example = 5)]
     pub k: Option<usize>,
-    /// Return the attention weight of each word of the query (needs a query).
+    /// Return the attention weight of each word of the query and of each history item
+    /// (needs a query or a history).
     #[serde(default)]
     pub explain: bool,
     /// Only items whose attributes pass this filter.
@@ -34,10 +35,22 @@ pub struct RecommendRequest {
     /// Items unlike the ones wanted; they need a query or positive items too. At most 50.
     #[serde(default)]
     pub negative: Vec<ExampleItem>,
-    /// The shopper, as in `POST /feedback`; needed by `exclude_purchased`.
+    /// The shopper, as in `POST /feedback`. Their most recent items in the feedback log
+    /// (`history.max_items`, default 20) form the history, unless `history` is given. Needed
+    /// by `exclude_purchased`.
     #[serde(default)]
     #[schema(max_length = 128)]
     pub user_id: Option<String>,
+    /// Ids of items the shopper acted on, oldest first; the most recent `history.max_items`
+    /// are used. Overrides the history of `user_id`; an empty list turns history off. The
+    /// query decides which of them matter: the interest is `normalize(u + mix * p)`, where
+    /// `p` is an attention-weighted mean of the history items, attending to those similar to
+    /// the query `u`. Without a query the history alone decides. At most 200.
+    #[serde(default)]
+    pub history: Option<Vec<String>>,
+    /// Leave the history items out of the results.
+    #[serde(default)]
+    pub exclude_history: bool,
     /// Leave out items that `user_id` bought (feedback events `purchase`).
     #[serde(default)]
     pub exclude_purchased: bool,
@@ -94,6 +107,20 @@ pub struct RecommendResponse {
     pub truncated: bool,
 }
 
+impl From<crate::service::Recommendation> for RecommendResponse {
+    fn from(result: crate::service::Recommendation) -> Self {
+        let explain = (result.explain.is_some() || result.explain_history.is_some()).then(|| Explanation {
+            tokens: result.explain.unwrap_or_default(),
+            history: result.explain_history.unwrap_or_default().into_iter().map(|(id, weight)| HistoryWeight { id, weight }).collect(),
+        });
+        Self {
+            items: result.items.into_iter().map(|item| ItemScore { id: item.id, score: item.score, title: item.title }).collect(),
+            explain,
+            truncated: result.truncated,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemScore {
     #[schema(example = "7")]
@@ -107,8 +134,22 @@ pub struct ItemScore {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Explanation {
-    /// The words of the query in order, with weights that sum to 1.
+    /// The words of the query in order, with weights that sum to 1. Left out without a query.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<WordWeight>,
+    /// The history items that shaped the result, most recent first, with weights that sum
+    /// to 1. Left out without a history.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryWeight>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryWeight {
+    #[schema(example = "sku-1001")]
+    pub id: String,
+    /// Share of the attention over the history items, between 0 and 1.
+    #[schema(example = 0.72)]
+    pub weight: f32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

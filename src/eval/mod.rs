@@ -4,6 +4,7 @@
 mod chart;
 mod compare;
 mod metrics;
+mod sequential;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use compare::{compare_methods, markdown_table, rank_exact, reciprocal_rank_fusion, CompareOptions, MethodReport};
 pub use metrics::{ndcg_at, recall_at, reciprocal_rank_at};
+pub use sequential::{evaluate_history, read_events, sequential_table, SequentialMethod, SequentialOptions, SequentialReport};
 
 use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, INDEX_FILE};
 use crate::config::Settings;

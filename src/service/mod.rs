@@ -16,6 +16,9 @@ use tokio::sync::{Mutex, Semaphore};
 pub use retrieve::{fuse, interest_vector, maximal_marginal_relevance, Example, SearchMode, NEGATIVE_WEIGHT, POSITIVE_WEIGHT};
 pub use writes::{validate_feedback, validate_id, validate_item, FeedbackInput, ItemInput};
 
+/// History weights file in a data directory, used when `history.path` is empty.
+pub const HISTORY_FILE: &str = "history.safetensors";
+
 use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind};
 use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
 use crate::config::Settings;
@@ -49,6 +52,8 @@ pub enum ServiceError {
     Encoder(#[from] EncoderError),
     #[error(transparent)]
     Pooling(#[from] PoolingError),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error(transparent)]
@@ -72,9 +77,24 @@ pub struct QueryInput {
     pub filter: Option<crate::filter::FilterSpec>,
     pub positive: Vec<Example>,
     pub negative: Vec<Example>,
-    pub exclude_purchased_by: Option<String>,
+    /// The shopper: their recent items form the history unless `history` is given.
+    pub user_id: Option<String>,
+    /// Item ids the shopper acted on, oldest first.
+    pub history: Option<Vec<String>>,
+    pub exclude_purchased: bool,
+    pub exclude_history: bool,
     pub diversity: Option<f32>,
     pub mode: Option<SearchMode>,
+}
+
+/// Where a request's history comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistorySource {
+    None,
+    /// Item ids given in the request, most recent first, and how many the request listed.
+    Items { ids: Vec<String>, listed: usize },
+    /// The user's recent items in the feedback log.
+    User(String),
 }
 
 impl QueryInput {
@@ -93,13 +113,17 @@ pub struct Query {
     pub filter: Option<crate::filter::Filter>,
     pub positive: Vec<Example>,
     pub negative: Vec<Example>,
+    pub history: HistorySource,
     pub exclude_purchased_by: Option<String>,
+    pub exclude_history: bool,
     pub diversity: f32,
     pub mode: SearchMode,
 }
 
 /// Most positive and negative examples in one request.
 pub const MAX_EXAMPLES: usize = 50;
+/// Most history items one request may list; the most recent `history.max_items` are used.
+pub const MAX_HISTORY: usize = 200;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecommendedItem {
@@ -113,6 +137,8 @@ pub struct Recommendation {
     pub items: Vec<RecommendedItem>,
     /// Attention per word of the query, when requested.
     pub explain: Option<Vec<WordWeight>>,
+    /// Attention per history item (id, weight), most recent first, when requested.
+    pub explain_history: Option<Vec<(String, f32)>>,
     /// True when the query was longer than the model's maximum and was cut.
     pub truncated: bool,
 }
@@ -149,6 +175,28 @@ pub fn load_head(settings: &Settings, manifest: &Manifest, data_dir: &Path, enco
     }
 }
 
+/// Chooses the history weights: `history.path` when configured, else the data directory's
+/// history.safetensors when present, else the untrained weights. They run on the CPU beside
+/// the index vectors.
+pub fn load_history(settings: &Settings, data_dir: &Path, dim: usize) -> Result<crate::history::HistoryWeights, ServiceError> {
+    let max_items = settings.history.max_items;
+    let configured = (!settings.history.path.is_empty()).then(|| PathBuf::from(&settings.history.path));
+    let stored = Some(data_dir.join(HISTORY_FILE)).filter(|path| path.is_file());
+    let device = candle_core::Device::Cpu;
+    let Some(path) = configured.or(stored) else {
+        return Ok(crate::history::HistoryWeights::untrained(dim, max_items, &device)?);
+    };
+    let weights = crate::history::HistoryWeights::load(&path, dim, &device)?;
+    if weights.max_items() < max_items {
+        return Err(ServiceError::invalid(
+            "history.max_items",
+            format!("is {max_items}, but {} was trained for at most {} items; lower it or train with --history-items {max_items}", path.display(), weights.max_items()),
+        ));
+    }
+    tracing::info!(path = %path.display(), "history weights loaded");
+    Ok(weights)
+}
+
 pub struct Recommender {
     engine: Engine,
     index: Arc<LiveIndex>,
@@ -171,6 +219,10 @@ pub struct Recommender {
     attributes: Arc<crate::catalog::AttributeTable>,
     /// BM25 over item texts by key, for hybrid mode.
     lexical: Arc<crate::catalog::LexicalIndex>,
+    /// Attention over a shopper's recent items.
+    history: crate::history::HistoryWeights,
+    /// History items used per request, the most recent ones.
+    history_items: usize,
     default_mode: SearchMode,
     /// Keeps other processes out of the data directory while this one serves it.
     _lock: crate::catalog::DataDirLock,
@@ -187,6 +239,7 @@ impl Recommender {
         let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
         manifest.check_compatible(data_dir, &model.fingerprint, &head.checksum()?)?;
         manifest.check_prefixes(data_dir, model.encoder.tokenizer().prefixes())?;
+        let history = load_history(settings, data_dir, model.encoder.hidden_size())?;
 
         let threads = settings.search_threads();
         // Room for the searches, the writer and a background rebuild at once.
@@ -233,6 +286,8 @@ impl Recommender {
             rebuild_removed_ratio: settings.index.rebuild_removed_ratio,
             attributes,
             lexical,
+            history,
+            history_items: settings.history.max_items,
             default_mode: settings.server.default_mode,
             _lock: lock,
         };
@@ -253,9 +308,16 @@ impl Recommender {
                 return Err(ServiceError::invalid("query", format!("is {chars} characters long; the maximum is {}", self.max_query_chars)));
             }
         }
-        if input.text.is_none() && input.positive.is_empty() {
+        if let Some(user_id) = &input.user_id {
+            writes::validate_text(user_id, "user_id", writes::MAX_ID_CHARS, true)?;
+        }
+        if input.exclude_purchased && input.user_id.is_none() {
+            return Err(ServiceError::invalid("exclude_purchased", "needs `user_id`, the shopper whose purchases to leave out"));
+        }
+        let history = self.history_source(&input)?;
+        if input.text.is_none() && input.positive.is_empty() && history == HistorySource::None {
             let field = if input.negative.is_empty() { "query" } else { "negative" };
-            return Err(ServiceError::invalid(field, "needs a query or at least one positive item; negative items alone give no direction"));
+            return Err(ServiceError::invalid(field, "needs a query, a history (`history` or `user_id`) or at least one positive item; negative items alone give no direction"));
         }
         if input.k == 0 || input.k > self.max_k {
             return Err(ServiceError::invalid("k", format!("is {}; use a value from 1 to {}", input.k, self.max_k)));
@@ -275,8 +337,8 @@ impl Recommender {
         if !(0.0..=1.0).contains(&diversity) {
             return Err(ServiceError::invalid("diversity", format!("is {diversity}; use a value from 0 (relevance only) to 1")));
         }
-        if input.explain && input.text.is_none() {
-            return Err(ServiceError::invalid("explain", "explains the words of a query; send a query too"));
+        if input.explain && input.text.is_none() && history == HistorySource::None {
+            return Err(ServiceError::invalid("explain", "explains the words of a query and the history items; send a query or a history too"));
         }
         let filter = input.filter.as_ref().map(|spec| spec.compile("filter")).transpose()?;
         Ok(Query {
@@ -286,10 +348,47 @@ impl Recommender {
             filter,
             positive: input.positive,
             negative: input.negative,
-            exclude_purchased_by: input.exclude_purchased_by,
+            history,
+            exclude_purchased_by: input.user_id.filter(|_| input.exclude_purchased),
+            exclude_history: input.exclude_history,
             diversity,
             mode: input.mode.unwrap_or(self.default_mode),
         })
+    }
+
+    /// Checks the request's history: an explicit list wins over the user's recorded history,
+    /// and an empty list turns history off.
+    fn history_source(&self, input: &QueryInput) -> Result<HistorySource, ServiceError> {
+        let Some(items) = &input.history else {
+            return Ok(input.user_id.clone().map_or(HistorySource::None, HistorySource::User));
+        };
+        if items.len() > MAX_HISTORY {
+            return Err(ServiceError::invalid("history", format!("lists {} items; the maximum is {MAX_HISTORY} (only the most recent {} are used)", items.len(), self.history_items)));
+        }
+        for (position, id) in items.iter().enumerate() {
+            validate_id(id, &format!("history[{position}]"))?;
+        }
+        if items.is_empty() {
+            return Ok(HistorySource::None);
+        }
+        Ok(HistorySource::Items { ids: items.iter().rev().take(self.history_items).cloned().collect(), listed: items.len() })
+    }
+
+    /// The ids and index keys of the request's history items, most recent first. Listed ids
+    /// must exist; items of a user's recorded history that were deleted since are skipped.
+    async fn history_keys(&self, source: &HistorySource) -> Result<Vec<(String, u64)>, ServiceError> {
+        let ids = match source {
+            HistorySource::None => return Ok(Vec::new()),
+            HistorySource::Items { ids, .. } => ids.clone(),
+            HistorySource::User(user_id) => self.feedback.recent_items(user_id, self.history_items).await?,
+        };
+        let keys = self.store.keys_of(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        if let (HistorySource::Items { listed, .. }, Some(missing)) = (source, ids.iter().position(|id| !keys.contains_key(id))) {
+            // Positions count from the oldest, as the client sent them.
+            let position = listed - 1 - missing;
+            return Err(ServiceError::invalid(format!("history[{position}]"), format!("item {} is not in the catalogue", ids[missing])));
+        }
+        Ok(ids.into_iter().filter_map(|id| keys.get(&id).map(|key| (id.clone(), *key))).collect())
     }
 
     /// Returns the top-k items for a validated query, best first.
@@ -310,7 +409,14 @@ impl Recommender {
                 return Err(ServiceError::invalid(format!("{name}[{position}].id"), format!("item {} is not in the catalogue", examples[position].id)));
             }
         }
+        let history = self.history_keys(&query.history).await?;
+        if history.is_empty() && query.text.is_none() && query.positive.is_empty() {
+            return Err(ServiceError::invalid("user_id", "has no recorded events to recommend from; send a query, a history or positive items"));
+        }
         let mut exclude: std::collections::HashSet<u64> = keys.values().copied().collect();
+        if query.exclude_history {
+            exclude.extend(history.iter().map(|(_, key)| *key));
+        }
         if let Some(user_id) = &query.exclude_purchased_by {
             let bought = self.feedback.purchased_items(user_id).await?;
             let bought: Vec<&str> = bought.iter().map(String::as_str).collect();
@@ -320,7 +426,7 @@ impl Recommender {
         let permit = self.search_permits.clone().acquire_owned().await.map_err(|_| ServiceError::Internal("search pool closed".into()))?;
         let this = self.clone();
         let query_vector = embedding.as_ref().map(|embedding| embedding.vector.clone());
-        let hits = {
+        let (hits, history_attention) = {
             let query = query.clone();
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
@@ -334,13 +440,14 @@ impl Recommender {
                     }
                     Ok(found)
                 };
-                let interest = interest_vector(query_vector.as_deref(), &vectors(&query.positive)?, &vectors(&query.negative)?, this.index.dimensions())
+                let (base, history_attention) = this.with_history(query_vector, &history)?;
+                let interest = interest_vector(base.as_deref(), &vectors(&query.positive)?, &vectors(&query.negative)?, this.index.dimensions())
                     .ok_or_else(|| ServiceError::invalid("positive", "the positive items cancel out the rest; send a query or other items"))?;
                 let lexical_query = (query.mode == SearchMode::Hybrid).then_some(query.text.as_deref()).flatten();
                 let constraints = retrieve::Constraints { filter: query.filter.as_ref(), exclude: &exclude };
-                let hits = this.rank(&interest, query.k, lexical_query, query.diversity, &constraints);
+                let hits = this.rank(&interest, query.k, lexical_query, query.diversity, &constraints)?;
                 METRICS.search_seconds.observe(started.elapsed().as_secs_f64());
-                hits
+                Ok::<_, ServiceError>((hits, history_attention))
             })
             .await
             .map_err(|err| ServiceError::Internal(format!("search task failed: {err}")))??
@@ -362,7 +469,26 @@ impl Recommender {
             (Some(embedding), true) => Some(word_weights(&embedding.tokens, &embedding.attention)),
             _ => None,
         };
-        Ok(Recommendation { items, explain, truncated: embedding.as_ref().is_some_and(|embedding| embedding.tokens.truncated) })
+        let explain_history = query.explain.then_some(history_attention).filter(|weights| !weights.is_empty());
+        Ok(Recommendation { items, explain, explain_history, truncated: embedding.as_ref().is_some_and(|embedding| embedding.tokens.truncated) })
+    }
+
+    /// Folds the history items into the query vector with the history attention. Returns the
+    /// vector (the query's own when there is no history) and each history item's weight.
+    fn with_history(&self, query: Option<Vec<f32>>, history: &[(String, u64)]) -> Result<(Option<Vec<f32>>, Vec<(String, f32)>), ServiceError> {
+        let mut ids = Vec::with_capacity(history.len());
+        let mut vectors = Vec::with_capacity(history.len());
+        for (id, key) in history {
+            if let Some(vector) = self.index.vector(*key)? {
+                ids.push(id.clone());
+                vectors.push(vector);
+            }
+        }
+        if vectors.is_empty() {
+            return Ok((query, Vec::new()));
+        }
+        let (interest, attention) = self.history.attend_one(query.as_deref(), &vectors)?;
+        Ok((Some(interest), ids.into_iter().zip(attention).collect()))
     }
 
     pub fn data_dir(&self) -> &Path {

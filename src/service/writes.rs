@@ -59,7 +59,7 @@ pub fn validate_id(id: &str, field: &str) -> Result<(), ServiceError> {
 
 /// Checks a free-text field: not blank, at most `max_chars`, no control characters other
 /// than tab and line breaks.
-fn validate_text(text: &str, field: &str, max_chars: usize, required: bool) -> Result<(), ServiceError> {
+pub(super) fn validate_text(text: &str, field: &str, max_chars: usize, required: bool) -> Result<(), ServiceError> {
     if required && text.trim().is_empty() {
         return Err(ServiceError::invalid(field, "must contain at least one non-whitespace character"));
     }

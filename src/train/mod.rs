@@ -10,6 +10,7 @@
 
 mod feedback;
 mod features;
+mod history;
 mod split;
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 pub use feedback::{event_grade, feedback_training_data};
+pub use history::{prepare_history, train_history_from_feedback, HistoryEvent, PreparedHistory};
 pub use features::{item_features, query_features, ItemFeatures, QueryFeatures};
 pub use split::{in_split, split_of, Split, SplitFractions};
 
@@ -149,10 +151,7 @@ pub fn train(settings: &Settings, catalog: &Path, judgments: &Path, out: &Path, 
 /// Trains a head and writes it to `out` (safetensors) with a JSON report beside it.
 pub fn train_on(settings: &Settings, data: TrainingData, out: &Path, options: &TrainOptions) -> Result<TrainReport, ServiceError> {
     let started = Instant::now();
-    // The head is written at the end; a missing folder should not waste the run.
-    if let Some(folder) = out.parent().filter(|folder| !folder.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(|source| crate::catalog::CatalogError::Io { path: folder.to_path_buf(), source })?;
-    }
+    create_parent(out)?;
     let model = load_model(settings)?;
     let encoder = &model.encoder;
     let device = encoder.device().clone();
@@ -284,10 +283,25 @@ pub fn train_on(settings: &Settings, data: TrainingData, out: &Path, options: &T
         head_checksum: best_head.checksum()?,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let report_path = out.with_extension("json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report).expect("report serializes"))
-        .map_err(|source| crate::catalog::CatalogError::Io { path: report_path, source })?;
+    write_report(out, &report)?;
     Ok(report)
+}
+
+/// Creates the folder of an output file before a long run, so a missing folder does not
+/// waste it.
+fn create_parent(out: &Path) -> Result<(), ServiceError> {
+    if let Some(folder) = out.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|source| crate::catalog::CatalogError::Io { path: folder.to_path_buf(), source })?;
+    }
+    Ok(())
+}
+
+/// Writes a training report as JSON beside the weights file `out`.
+fn write_report(out: &Path, report: &impl Serialize) -> Result<(), ServiceError> {
+    let report_path = out.with_extension("json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(report).expect("report serializes"))
+        .map_err(|source| crate::catalog::CatalogError::Io { path: report_path, source })?;
+    Ok(())
 }
 
 fn grade_range(queries: &[(String, HashMap<String, f64>)]) -> (f64, f64) {
