@@ -193,7 +193,14 @@ pub async fn train_history(settings: &Settings, out: &Path, cache_dir: &Path, op
         report.best_epoch,
         report.baseline_validation.ndcg_at_10
     );
-    println!("history weights written to {} with their report beside them", out.display());
+    if report.best_epoch == 0 {
+        println!(
+            "warning: no epoch improved on the untrained weights, so the untrained weights were written; \
+             the log has {} validation steps, and learning needs more shoppers with several events each",
+            report.validation_steps
+        );
+    }
+    println!("history weights written to {} with their report beside them; restart `serve` to load them", out.display());
     Ok(())
 }
 

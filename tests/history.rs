@@ -119,7 +119,9 @@ async fn bad_history_rejected_with_field() {
         (json!({"history": ["1", "missing"]}), "history[1]"),
         (json!({"history": ["1", "bad/id"]}), "history[1]"),
         (json!({"history": (0..201).map(|n| n.to_string()).collect::<Vec<_>>()}), "history"),
-        (json!({"history": [], "negative": ["1"]}), "negative"),
+        (json!({"history": [], "negative": ["1"]}), "history"),
+        (json!({"history": [], "user_id": "someone"}), "history"),
+        (json!({"negative": ["1"]}), "negative"),
         (json!({"user_id": ""}), "user_id"),
         (json!({"query": "kettle", "exclude_purchased": true}), "exclude_purchased"),
     ];
@@ -128,9 +130,10 @@ async fn bad_history_rejected_with_field() {
         assert_eq!(status, 422, "{request} gave {body}");
         assert_eq!(body["error"]["field"], field, "{request} gave {body}");
     }
-    let (status, body) = server.recommend(json!({"history": ["1", "3"], "explain": true})).await;
+    let (status, body) = server.recommend(json!({"history": ["1", "3", "1"], "explain": true})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["explain"]["history"].as_array().unwrap().len(), 2);
+    let explained: Vec<&str> = body["explain"]["history"].as_array().unwrap().iter().map(|entry| entry["id"].as_str().unwrap()).collect();
+    assert_eq!(explained, vec!["1", "3"], "distinct, most recent first");
 }
 
 /// Every shopper cycles through five of the catalogue's eight items, each in their own order,
@@ -173,4 +176,20 @@ async fn feedback_training_learns_next_item() {
     let body = ok(&server, json!({"history": ["2", "5", "8", "3", "6"], "k": 1, "explain": true, "mode": "vector"})).await;
     assert_eq!(ids(&body), vec!["2"], "the least recent of the last five comes next: {body}");
     assert!(history_weight(&body, "2") > 0.5, "{body}");
+}
+
+#[tokio::test]
+async fn exclude_history_leaves_out_every_listed_item() {
+    let fixture = Fixture::new();
+    fixture.index().await;
+    let mut settings = fixture.settings.clone();
+    settings.history.max_items = 2;
+    let server = TestServer::start(&settings).await;
+    let listed = json!(["1", "2", "3", "4", "5"]);
+    let body = ok(&server, json!({"history": listed, "exclude_history": true, "k": 8, "mode": "vector"})).await;
+    let mut found = ids(&body);
+    found.sort();
+    assert_eq!(found, vec!["6", "7", "8"], "{body}");
+    let body = ok(&server, json!({"history": listed, "explain": true, "mode": "vector"})).await;
+    assert_eq!(body["explain"]["history"].as_array().unwrap().len(), 2, "only the most recent shape the interest: {body}");
 }

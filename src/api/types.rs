@@ -32,23 +32,28 @@ pub struct RecommendRequest {
     /// mean(negative)`. Listed items are left out of the results. At most 50.
     #[serde(default)]
     pub positive: Vec<ExampleItem>,
-    /// Items unlike the ones wanted; they need a query or positive items too. At most 50.
+    /// Items unlike the ones wanted; they need a query, a history or positive items too. At
+    /// most 50.
     #[serde(default)]
     pub negative: Vec<ExampleItem>,
     /// The shopper, as in `POST /feedback`. Their most recent items in the feedback log
     /// (`history.max_items`, default 20) form the history, unless `history` is given. Needed
-    /// by `exclude_purchased`.
+    /// by `exclude_purchased`. With `explain`, the response lists those items, so turn on
+    /// `auth.protect_reads` unless user ids are secret.
     #[serde(default)]
     #[schema(max_length = 128)]
     pub user_id: Option<String>,
     /// Ids of items the shopper acted on, oldest first; the most recent `history.max_items`
-    /// are used. Overrides the history of `user_id`; an empty list turns history off. The
+    /// distinct ones shape the interest. Overrides the history of `user_id`; an empty list
+    /// turns history off. Every id must be in the catalogue. The
     /// query decides which of them matter: the interest is `normalize(u + mix * p)`, where
     /// `p` is an attention-weighted mean of the history items, attending to those similar to
     /// the query `u`. Without a query the history alone decides. At most 200.
     #[serde(default)]
     pub history: Option<Vec<String>>,
-    /// Leave the history items out of the results.
+    /// Leave the history items out of the results: every listed one, or the recorded ones
+    /// used for `user_id`. Useful for "more like what I looked at", since history alone
+    /// otherwise ranks the items already seen first.
     #[serde(default)]
     pub exclude_history: bool,
     /// Leave out items that `user_id` bought (feedback events `purchase`).
@@ -60,7 +65,9 @@ pub struct RecommendRequest {
     #[schema(minimum = 0.0, maximum = 1.0, example = 0.3)]
     pub diversity: Option<f32>,
     /// "vector" or "hybrid" (vectors fused with BM25 over item texts); `server.default_mode`
-    /// when left out. In hybrid mode items are in fused order and `score` stays the cosine
+    /// when left out. The BM25 half reads only the query's words, so history and examples
+    /// shape only the vector half; "vector" lets them weigh fully. In hybrid mode items are
+    /// in fused order and `score` stays the cosine
     /// similarity, so scores need not decrease.
     #[serde(default)]
     pub mode: Option<crate::service::SearchMode>,

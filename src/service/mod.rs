@@ -87,12 +87,21 @@ pub struct QueryInput {
     pub mode: Option<SearchMode>,
 }
 
+/// A request's history as index keys.
+#[derive(Debug, Default)]
+struct ResolvedHistory {
+    /// The items that shape the interest: the most recent distinct ones, most recent first.
+    used: Vec<(String, u64)>,
+    /// Every history item, for `exclude_history`.
+    all_keys: Vec<u64>,
+}
+
 /// Where a request's history comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HistorySource {
     None,
-    /// Item ids given in the request, most recent first, and how many the request listed.
-    Items { ids: Vec<String>, listed: usize },
+    /// Item ids given in the request, oldest first, as listed.
+    Items(Vec<String>),
     /// The user's recent items in the feedback log.
     User(String),
 }
@@ -316,6 +325,9 @@ impl Recommender {
         }
         let history = self.history_source(&input)?;
         if input.text.is_none() && input.positive.is_empty() && history == HistorySource::None {
+            if input.history.as_ref().is_some_and(Vec::is_empty) {
+                return Err(ServiceError::invalid("history", "is empty, which turns history off, and there is no query or positive item; send a query or leave `history` out to use the history of `user_id`"));
+            }
             let field = if input.negative.is_empty() { "query" } else { "negative" };
             return Err(ServiceError::invalid(field, "needs a query, a history (`history` or `user_id`) or at least one positive item; negative items alone give no direction"));
         }
@@ -371,24 +383,38 @@ impl Recommender {
         if items.is_empty() {
             return Ok(HistorySource::None);
         }
-        Ok(HistorySource::Items { ids: items.iter().rev().take(self.history_items).cloned().collect(), listed: items.len() })
+        Ok(HistorySource::Items(items.clone()))
     }
 
-    /// The ids and index keys of the request's history items, most recent first. Listed ids
-    /// must exist; items of a user's recorded history that were deleted since are skipped.
-    async fn history_keys(&self, source: &HistorySource) -> Result<Vec<(String, u64)>, ServiceError> {
-        let ids = match source {
-            HistorySource::None => return Ok(Vec::new()),
-            HistorySource::Items { ids, .. } => ids.clone(),
-            HistorySource::User(user_id) => self.feedback.recent_items(user_id, self.history_items).await?,
+    /// Resolves the request's history to index keys. Listed ids must all exist; items of a
+    /// user's recorded history that were deleted since are skipped.
+    async fn resolve_history(&self, source: &HistorySource) -> Result<ResolvedHistory, ServiceError> {
+        let listed = match source {
+            HistorySource::None => return Ok(ResolvedHistory::default()),
+            HistorySource::Items(ids) => ids.clone(),
+            HistorySource::User(user_id) => {
+                let mut ids = self.feedback.recent_items(user_id, self.history_items).await?;
+                ids.reverse();
+                ids
+            }
         };
-        let keys = self.store.keys_of(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await?;
-        if let (HistorySource::Items { listed, .. }, Some(missing)) = (source, ids.iter().position(|id| !keys.contains_key(id))) {
-            // Positions count from the oldest, as the client sent them.
-            let position = listed - 1 - missing;
-            return Err(ServiceError::invalid(format!("history[{position}]"), format!("item {} is not in the catalogue", ids[missing])));
+        let keys = self.store.keys_of(&listed.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        if let (HistorySource::Items(_), Some(position)) = (source, listed.iter().position(|id| !keys.contains_key(id))) {
+            let message = format!("item {} is not in the catalogue (deleted, or never added); leave it out of the history", listed[position]);
+            return Err(ServiceError::invalid(format!("history[{position}]"), message));
         }
-        Ok(ids.into_iter().filter_map(|id| keys.get(&id).map(|key| (id.clone(), *key))).collect())
+
+        // The most recent distinct items shape the interest; every listed one can be left out.
+        let mut used: Vec<(String, u64)> = Vec::with_capacity(self.history_items);
+        for id in listed.iter().rev() {
+            if used.len() == self.history_items {
+                break;
+            }
+            if let Some(key) = keys.get(id).filter(|key| !used.iter().any(|(_, used_key)| used_key == *key)) {
+                used.push((id.clone(), *key));
+            }
+        }
+        Ok(ResolvedHistory { used, all_keys: keys.into_values().collect() })
     }
 
     /// Returns the top-k items for a validated query, best first.
@@ -409,13 +435,13 @@ impl Recommender {
                 return Err(ServiceError::invalid(format!("{name}[{position}].id"), format!("item {} is not in the catalogue", examples[position].id)));
             }
         }
-        let history = self.history_keys(&query.history).await?;
+        let ResolvedHistory { used: history, all_keys: history_keys } = self.resolve_history(&query.history).await?;
         if history.is_empty() && query.text.is_none() && query.positive.is_empty() {
             return Err(ServiceError::invalid("user_id", "has no recorded events to recommend from; send a query, a history or positive items"));
         }
         let mut exclude: std::collections::HashSet<u64> = keys.values().copied().collect();
         if query.exclude_history {
-            exclude.extend(history.iter().map(|(_, key)| *key));
+            exclude.extend(history_keys);
         }
         if let Some(user_id) = &query.exclude_purchased_by {
             let bought = self.feedback.purchased_items(user_id).await?;
@@ -473,7 +499,9 @@ impl Recommender {
         Ok(Recommendation { items, explain, explain_history, truncated: embedding.as_ref().is_some_and(|embedding| embedding.tokens.truncated) })
     }
 
-    /// Folds the history items into the query vector with the history attention. Returns the
+    /// Folds the history items into the query vector with the history attention.
+    // NOTE: without a query, popularity ranked better than history alone on MovieLens
+    // (BENCHMARKS.md), and no popularity prior is mixed in yet. Returns the
     /// vector (the query's own when there is no history) and each history item's weight.
     fn with_history(&self, query: Option<Vec<f32>>, history: &[(String, u64)]) -> Result<(Option<Vec<f32>>, Vec<(String, f32)>), ServiceError> {
         let mut ids = Vec::with_capacity(history.len());
