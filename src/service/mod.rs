@@ -17,7 +17,7 @@ pub use retrieve::{fuse, interest_vector, maximal_marginal_relevance, Example, S
 pub use writes::{validate_feedback, validate_id, validate_item, FeedbackInput, ItemInput};
 
 use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind};
-use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
+use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, HEAD_FILE, INDEX_FILE};
 use crate::config::Settings;
 use crate::feedback::{FeedbackError, FeedbackLog};
 use crate::encoder::{select_device, Encoder, EncoderError, ModelFiles, ModelSource, TextPrefixes};
@@ -200,7 +200,7 @@ impl Recommender {
             VectorIndex::create(dimensions, &settings.index, 1024, index_users)?
         };
         let index = Arc::new(LiveIndex::new(index, &settings.index, index_users));
-        let store = ItemStore::open(&data_dir.join(DATABASE_FILE)).await?;
+        let store = ItemStore::connect(&settings.storage, data_dir).await?;
         let feedback = FeedbackLog::new(store.clone(), &settings.feedback);
         let attributes = Arc::new(crate::catalog::AttributeTable::new(store.all_attributes().await?));
         let lexical = Arc::new(crate::catalog::LexicalIndex::build(&store.all_texts().await?).map_err(|err| ServiceError::Internal(err.to_string()))?);
