@@ -2,6 +2,7 @@
 //! top-k items for free-text queries, and applies catalogue writes and feedback. Shared by
 //! the HTTP server and the CLI.
 
+mod follow;
 mod retrieve;
 mod upkeep;
 mod writes;

@@ -46,7 +46,13 @@ impl Recommender {
             self.index.replace(copied.index);
         }
 
-        let applied_seq = self.store.last_seq().await?;
+        // Another replica may have drawn a sequence number that it has not committed yet, so
+        // with a shared database only the changes read count as applied.
+        let applied_seq = match (self.store.is_shared(), changes.last()) {
+            (true, Some(last)) => last.seq,
+            (true, None) => snapshot.seq,
+            (false, _) => self.store.last_seq().await?,
+        };
         *applied = applied_seq;
         drop(applied);
         if repaired || applied_seq > snapshot.seq {
@@ -84,7 +90,9 @@ impl Recommender {
         SnapshotRecord { seq, items, saved_at: Self::now() as u64 }.write(&self.data_dir)?;
         self.snapshot_seq.store(seq, Ordering::Release);
         // A rebuild in progress replays the log from where it started; keep it until then.
-        if !self.rebuilding.load(Ordering::Acquire) {
+        // TODO(replication): a shared log is never pruned, because other replicas may still
+        // need it; prune up to the oldest sequence that every replica has applied.
+        if !self.rebuilding.load(Ordering::Acquire) && !self.store.is_shared() {
             self.store.prune_changes(seq).await?;
         }
         drop(applied);
@@ -162,6 +170,6 @@ impl Recommender {
 
 /// Returns the last index operation of each key in the change log. Updates of a title or
 /// attributes leave the vector alone, so they are skipped.
-fn final_ops(changes: &[Change]) -> HashMap<u64, ChangeOp> {
+pub(super) fn final_ops(changes: &[Change]) -> HashMap<u64, ChangeOp> {
     changes.iter().filter(|change| change.op != ChangeOp::Update).map(|change| (change.key, change.op)).collect()
 }

@@ -184,7 +184,11 @@ impl Recommender {
             })
             .await
             .map_err(|err| ServiceError::Internal(format!("index update failed: {err}")))??;
-            *applied = outcomes.iter().map(|outcome| outcome.seq).max().unwrap_or(*applied).max(*applied);
+            // With a shared database the follower advances the applied sequence, because other
+            // replicas' changes may come before this one.
+            if !this.store.is_shared() {
+                *applied = outcomes.iter().map(|outcome| outcome.seq).max().unwrap_or(*applied).max(*applied);
+            }
             Ok::<_, ServiceError>(outcomes)
         })
         .await
@@ -211,7 +215,9 @@ impl Recommender {
                     .await
                     .map_err(|err| ServiceError::Internal(format!("index update failed: {err}")))??;
             }
-            *applied = outcome.seq.max(*applied);
+            if !this.store.is_shared() {
+                *applied = outcome.seq.max(*applied);
+            }
             Ok(outcome)
         })
         .await
