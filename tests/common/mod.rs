@@ -187,9 +187,14 @@ impl ChildServer {
     /// Starts serving the fixture's data directory with its tiny model and API key, plus
     /// `settings` as ATTNREC_ environment variables, and waits for the listening address.
     pub fn start(fixture: &Fixture, settings: &[(&str, &str)]) -> Self {
+        Self::start_in(fixture, &fixture.path("data"), settings)
+    }
+
+    /// Starts like `start`, serving `data_dir` instead of the fixture's data directory.
+    pub fn start_in(fixture: &Fixture, data_dir: &Path, settings: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_attnrec"));
         command
-            .args(["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("ATTNREC_AUTH__API_KEYS", API_KEY)
             .env("ATTNREC_MODEL__MAX_TOKENS", fixture.settings.model.max_tokens.to_string())
@@ -254,6 +259,17 @@ impl ChildServer {
 
     pub fn wait(mut self) -> ExitStatus {
         self.child.wait().expect("child reaped")
+    }
+}
+
+impl Drop for ChildServer {
+    /// Kills a server that a test left running, so no process outlives the test binary.
+    /// A child already reaped by `kill` or `wait` is left alone.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
