@@ -48,7 +48,13 @@ impl SharedCatalogue {
     }
 
     async fn start(&self, data_dir: &Path) -> ChildServer {
-        let settings = [("ATTNREC_STORAGE__URL", self.storage_url.as_str()), ("ATTNREC_STORAGE__POLL_INTERVAL_MS", "200")];
+        self.start_with(data_dir, &[]).await
+    }
+
+    /// Starts a replica with more `ATTNREC_` settings and waits until it is ready.
+    async fn start_with(&self, data_dir: &Path, extra: &[(&str, &str)]) -> ChildServer {
+        let mut settings = vec![("ATTNREC_STORAGE__URL", self.storage_url.as_str()), ("ATTNREC_STORAGE__POLL_INTERVAL_MS", "200")];
+        settings.extend_from_slice(extra);
         let server = ChildServer::start_in(&self.fixture, data_dir, &settings);
         server.wait_ready().await;
         server
@@ -189,4 +195,32 @@ async fn concurrent_writes_converge_on_last() {
     // Vectors of the overwritten texts leave the index once the follower has applied the log.
     shared.wait_until_caught_up(&replica_a, REPLICATION_DEADLINE).await;
     shared.wait_until_caught_up(&replica_b, REPLICATION_DEADLINE).await;
+}
+
+#[tokio::test]
+async fn new_replica_starts_from_shared_snapshot() {
+    let Some(shared) = SharedCatalogue::new().await else { return };
+    let snapshot_dir = shared.fixture.path("snapshots");
+    let settings = [("ATTNREC_STORAGE__SNAPSHOT_DIR", snapshot_dir.to_str().unwrap()), ("ATTNREC_INDEX__SNAPSHOT_INTERVAL_S", "1")];
+    let replica_a = shared.start_with(&shared.fixture.path("data"), &settings).await;
+    let written = put(&replica_a, "sku-20", "Black leather bag").await["seq"].as_u64().unwrap();
+
+    // Replica A saves and publishes a snapshot every second.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attnrec::catalog::SnapshotRecord::read(&snapshot_dir).unwrap().seq < written {
+        assert!(Instant::now() < deadline, "replica A never published a snapshot with change {written}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put(&replica_a, "sku-21", "White cotton shirt").await;
+
+    // An empty data directory: everything comes from the shared snapshot and the change log.
+    let replica_b = shared.start_with(&shared.fixture.path("data-new"), &settings).await;
+    assert_eq!(search(&replica_b, "Black leather bag").await.first().map(String::as_str), Some("sku-20"));
+    assert_eq!(search(&replica_b, "White cotton shirt").await.first().map(String::as_str), Some("sku-21"));
+    let (vectors, items) = shared.index_and_catalogue_sizes(&replica_b).await;
+    assert_eq!(vectors, items, "replica B's index and the catalogue disagree");
+
+    let log = replica_b.log.lock().unwrap().join("\n");
+    assert!(log.contains("data directory restored from the shared snapshot"), "{log}");
+    assert!(!log.contains("rebuilding it"), "replica B embedded the whole catalogue: {log}");
 }

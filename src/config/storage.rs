@@ -16,6 +16,9 @@ pub struct StorageSettings {
     /// Milliseconds between reads of the change log when no PostgreSQL notification arrives,
     /// the fallback that keeps a replica following when a notification is lost.
     pub poll_interval_ms: u64,
+    /// A directory that every replica mounts (empty: none). Replicas publish their index
+    /// snapshots there, and a replica whose data directory is empty starts from the latest one.
+    pub snapshot_dir: String,
 }
 
 /// The backend that `storage.url` selects.
@@ -45,13 +48,15 @@ impl StorageSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { url: String::new(), poll_interval_ms: 1000 }
+        Self { url: String::new(), poll_interval_ms: 1000, snapshot_dir: String::new() }
     }
 }
 
 impl std::fmt::Debug for StorageSettings {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("StorageSettings").field("url", &redact(&self.url)).field("poll_interval_ms", &self.poll_interval_ms).finish()
+        formatter.debug_struct("StorageSettings").field("url", &redact(&self.url)).field("poll_interval_ms", &self.poll_interval_ms)
+            .field("snapshot_dir", &self.snapshot_dir)
+            .finish()
     }
 }
 

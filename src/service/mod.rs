@@ -173,6 +173,7 @@ pub struct Recommender {
     /// BM25 over item texts by key, for hybrid mode.
     lexical: Arc<crate::catalog::LexicalIndex>,
     default_mode: SearchMode,
+    shared_snapshots: Option<crate::catalog::SharedSnapshots>,
     /// Keeps other processes out of the data directory while this one serves it.
     _lock: crate::catalog::DataDirLock,
 }
@@ -183,6 +184,7 @@ impl Recommender {
     pub async fn open(settings: &Settings) -> Result<Self, ServiceError> {
         let data_dir = &settings.data_dir;
         let lock = crate::catalog::DataDirLock::acquire(data_dir).await?;
+        let shared_snapshots = upkeep::restore_shared_snapshot(settings, data_dir)?;
         let manifest = Manifest::read(data_dir)?;
         let model = load_model(settings)?;
         let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
@@ -235,6 +237,7 @@ impl Recommender {
             attributes,
             lexical,
             default_mode: settings.server.default_mode,
+            shared_snapshots,
             _lock: lock,
         };
         recommender.bring_index_up_to_date().await?;

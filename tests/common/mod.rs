@@ -179,7 +179,7 @@ pub struct ChildServer {
     pub child: Child,
     pub address: String,
     pub client: reqwest::Client,
-    /// Every line the server has written to stderr so far.
+    /// Every line the server has written to stderr so far, start-up included.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -207,14 +207,17 @@ impl ChildServer {
         // The "listening" log line carries the port the kernel chose.
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut start_up = Vec::new();
         let address = loop {
             assert!(Instant::now() < deadline, "serve did not start listening");
             let line = lines.next().expect("serve exited before listening").unwrap();
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
+            let address = line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_string());
+            start_up.push(line);
+            if let Some(address) = address {
+                break address;
             }
         };
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::new(std::sync::Mutex::new(start_up));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
