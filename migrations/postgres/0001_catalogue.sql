@@ -9,7 +9,11 @@ CREATE TABLE items (
     attributes TEXT   NOT NULL DEFAULT '{}',
     updated_at BIGINT NOT NULL,
     -- The sequence number of the item's latest change, returned to clients as its version.
-    seq        BIGINT NOT NULL DEFAULT 0
+    seq        BIGINT NOT NULL DEFAULT 0,
+    -- The item's embedding as little-endian f32 values, written by the replica that embedded
+    -- it, so the other replicas index it without embedding it again. NULL for items loaded by
+    -- `attnrec index`, which replicas embed themselves when they need them.
+    vector     BYTEA
 );
 
 -- The change log that replicas follow. Catalogue writes take one transaction-level advisory

@@ -56,6 +56,9 @@ repository_trait! {
         fn keys_of(&self, ids: &[&str]) -> HashMap<String, u64>;
         /// Returns every item's key, in key order.
         fn all_keys(&self) -> Vec<u64>;
+        /// Returns the stored embeddings of the items with these keys. Keys with no item or no
+        /// stored embedding are left out, and SQLite stores none.
+        fn vectors_by_key(&self, keys: &[u64]) -> HashMap<u64, Vec<f32>>;
     }
 }
 
@@ -68,10 +71,18 @@ repository_trait! {
         fn insert_all(&self, items: &[Item]) -> Vec<u64>;
         /// Inserts or replaces items in one transaction. An item whose text changed gets a new
         /// key, so its old vector is removed and the new one added. An item whose text is the
-        /// same keeps its key and vector. Ids must be distinct within the call.
-        fn upsert(&self, items: &[Item]) -> Vec<WriteOutcome>;
+        /// same keeps its key and vector. Ids must be distinct within the call. `vectors`, empty
+        /// or one per item, are the items' embeddings, stored where the backend keeps them.
+        fn upsert_embedded(&self, items: &[Item], vectors: &[Vec<f32>]) -> Vec<WriteOutcome>;
         /// Deletes an item; `None` when no item has this id.
         fn delete(&self, id: &str) -> Option<WriteOutcome>;
+    }
+}
+
+impl ItemStore {
+    /// Inserts or replaces items without their embeddings; see `upsert_embedded`.
+    pub async fn upsert(&self, items: &[Item]) -> Result<Vec<WriteOutcome>, CatalogError> {
+        self.upsert_embedded(items, &[]).await
     }
 }
 

@@ -95,8 +95,9 @@ pub(super) struct ExistingItem {
 pub(super) trait RowWrites {
     async fn find_item(&mut self, id: &str) -> Result<Option<ExistingItem>, CatalogError>;
     async fn delete_row(&mut self, key: u64) -> Result<(), CatalogError>;
-    /// Inserts a row under a new key and returns the key.
-    async fn insert_row(&mut self, item: &Item, attributes: &str, now: i64) -> Result<u64, CatalogError>;
+    /// Inserts a row under a new key and returns the key. `vector` is the item's embedding,
+    /// when the caller has one and the backend stores it.
+    async fn insert_row(&mut self, item: &Item, attributes: &str, vector: Option<&[f32]>, now: i64) -> Result<u64, CatalogError>;
     /// Replaces the title and attributes of the row with this key.
     async fn update_row(&mut self, key: u64, item: &Item, attributes: &str, now: i64) -> Result<(), CatalogError>;
     /// Appends to the change log and returns the change's sequence number.
@@ -105,13 +106,13 @@ pub(super) trait RowWrites {
 }
 
 /// Inserts or replaces one item inside a write transaction.
-pub(super) async fn upsert_one(transaction: &mut impl RowWrites, item: &Item, now: i64) -> Result<WriteOutcome, CatalogError> {
+pub(super) async fn upsert_one(transaction: &mut impl RowWrites, item: &Item, vector: Option<&[f32]>, now: i64) -> Result<WriteOutcome, CatalogError> {
     let attributes = serde_json::Value::Object(item.attributes.clone()).to_string();
     let existing = transaction.find_item(&item.id).await?;
     let outcome = |status, seq, key, added_key, removed_key| WriteOutcome { id: item.id.clone(), status, seq, key, added_key, removed_key };
 
     let Some(existing) = existing else {
-        let key = transaction.insert_row(item, &attributes, now).await?;
+        let key = transaction.insert_row(item, &attributes, vector, now).await?;
         let seq = transaction.log_change(key, ChangeOp::Add, now).await?;
         transaction.set_seq(key, seq).await?;
         return Ok(outcome(WriteStatus::Created, seq, key, Some(key), None));
@@ -123,7 +124,7 @@ pub(super) async fn upsert_one(transaction: &mut impl RowWrites, item: &Item, no
         // wherever it still is, and keys are never reused, so no search can mistake it.
         transaction.delete_row(old_key).await?;
         transaction.log_change(old_key, ChangeOp::Remove, now).await?;
-        let key = transaction.insert_row(item, &attributes, now).await?;
+        let key = transaction.insert_row(item, &attributes, vector, now).await?;
         let seq = transaction.log_change(key, ChangeOp::Add, now).await?;
         transaction.set_seq(key, seq).await?;
         return Ok(outcome(WriteStatus::Updated, seq, key, Some(key), Some(old_key)));
@@ -210,6 +211,22 @@ mod tests {
             assert!(store.changes_after(0).await.unwrap().is_empty());
             assert_eq!(store.last_seq().await.unwrap(), changes[2].seq, "the sequence survives pruning ({})", test.backend);
             assert_eq!(store.pending_changes(changes[2].seq).await.unwrap(), (0, None));
+        }
+    }
+
+    #[tokio::test]
+    async fn embeddings_stored_with_postgres() {
+        for test in test_stores().await {
+            let vector = vec![0.25_f32, -1.5, 3.0];
+            let written = test.store.upsert_embedded(&[item("a", "Red kettle")], std::slice::from_ref(&vector)).await.unwrap().remove(0);
+            let key = written.added_key.unwrap();
+            let stored = test.store.vectors_by_key(&[key, 9999]).await.unwrap();
+            match test.backend {
+                "sqlite" => assert!(stored.is_empty(), "SQLite keeps vectors only in the index file"),
+                _ => assert_eq!(stored.get(&key), Some(&vector)),
+            }
+            let without = test.store.upsert(&[item("b", "Blue mug")]).await.unwrap().remove(0);
+            assert!(test.store.vectors_by_key(&[without.key]).await.unwrap().is_empty(), "{}", test.backend);
         }
     }
 

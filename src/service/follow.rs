@@ -54,31 +54,43 @@ impl Recommender {
 
     /// Applies every logged change after the last applied one to the index and the side
     /// tables, then updates the replication lag metrics. Returns how many changes it applied.
+    /// Only the follower advances the applied sequence with a shared database, so the texts
+    /// can be embedded before the writer lock is taken and local writes wait only for the
+    /// index updates.
     pub async fn apply_pending_changes(&self) -> Result<usize, ServiceError> {
+        let from = *self.writer.lock().await;
+        let changes = self.store.changes_after(from).await?;
+
+        // Removals win: a key is added once and removed once, never re-added, so applying the
+        // last operation of each key gives the same index as replaying them all.
+        let last_op = final_ops(&changes);
+        let removed: Vec<u64> = last_op.iter().filter(|(_, op)| **op == ChangeOp::Remove).map(|(key, _)| *key).collect();
+
+        // Keys this replica wrote itself are in the index already. An item deleted since has
+        // no text left, and a later change removes its key.
+        let missing: Vec<u64> = last_op.iter().filter(|(key, op)| **op == ChangeOp::Add && !self.index.contains(**key)).map(|(key, _)| *key).collect();
+        let texts = self.store.texts_by_key(&missing).await?;
+        let added: Vec<(u64, &str)> = texts.iter().map(|(key, text)| (*key, text.as_str())).collect();
+        let vectors = self.stored_or_embedded_vectors(&added).await?;
+
         let mut applied = self.writer.lock().await;
-        let changes = self.store.changes_after(*applied).await?;
         if let Some(last) = changes.last() {
-            // Removals first: a key is added once and removed once, never re-added, so
-            // applying the last operation of each key gives the same index as replaying them all.
-            let last_op = final_ops(&changes);
-            let removed: Vec<u64> = last_op.iter().filter(|(_, op)| **op == ChangeOp::Remove).map(|(key, _)| *key).collect();
             for key in &removed {
                 self.index.remove(*key)?;
                 self.attributes.remove(*key);
             }
-
-            // Keys this replica wrote itself are in the index already.
-            // An item deleted since has no text left, and a later change removes its key.
-            let missing: Vec<u64> = last_op.iter().filter(|(key, op)| **op == ChangeOp::Add && !self.index.contains(**key)).map(|(key, _)| *key).collect();
-            let texts = self.store.texts_by_key(&missing).await?;
-            let added: Vec<(u64, &str)> = texts.iter().map(|(key, text)| (*key, text.as_str())).collect();
-            let vectors = self.embed_texts(added.iter().map(|(_, text)| text.to_string()).collect()).await?;
-            for ((key, _), vector) in added.iter().zip(&vectors) {
-                self.index.add(*key, vector)?;
+            // A local write may have indexed a key while its text was being embedded here.
+            let mut fresh = Vec::with_capacity(added.len());
+            for (&(key, text), vector) in added.iter().zip(&vectors) {
+                if !self.index.contains(key) {
+                    self.index.add(key, vector)?;
+                    fresh.push((key, text));
+                }
             }
-            self.lexical.apply(&added, &removed).map_err(|err| ServiceError::Internal(err.to_string()))?;
+            self.lexical.apply(&fresh, &removed).map_err(|err| ServiceError::Internal(err.to_string()))?;
 
             // Updates change titles and attributes, which only the attribute table keeps.
+            // They are read under the lock, so no local write can commit in between.
             let touched: HashSet<u64> = changes.iter().filter(|change| change.op != ChangeOp::Remove).map(|change| change.key).collect();
             let touched: Vec<u64> = touched.into_iter().collect();
             for (key, attributes) in self.store.attributes_by_key(&touched).await? {
@@ -93,12 +105,33 @@ impl Recommender {
             METRICS.replication_applied_seq.set(last.seq as i64);
             METRICS.index_items.set(self.index.len() as i64);
         }
-
-        let (pending, oldest) = self.store.pending_changes(*applied).await?;
+        let applied_seq = *applied;
         drop(applied);
+
+        let (pending, oldest) = self.store.pending_changes(applied_seq).await?;
         METRICS.replication_lag_changes.set(pending as i64);
         METRICS.replication_lag_seconds.set(oldest.map_or(0.0, |changed_at| (Self::now_precise() - changed_at).max(0.0)));
         Ok(changes.len())
+    }
+
+    /// Returns the vectors of `items` (key and text) in order: the embeddings that the writing
+    /// replica stored, and for the rest (items loaded by `attnrec index`) new embeddings.
+    async fn stored_or_embedded_vectors(&self, items: &[(u64, &str)]) -> Result<Vec<Vec<f32>>, ServiceError> {
+        let keys: Vec<u64> = items.iter().map(|(key, _)| *key).collect();
+        let mut stored = self.store.vectors_by_key(&keys).await?;
+        let dimensions = self.index.dimensions();
+        stored.retain(|_, vector| vector.len() == dimensions);
+
+        let unstored: Vec<String> = items.iter().filter(|(key, _)| !stored.contains_key(key)).map(|(_, text)| text.to_string()).collect();
+        let mut embedded = self.embed_texts(unstored).await?.into_iter();
+        let mut vectors = Vec::with_capacity(items.len());
+        for (key, _) in items {
+            match stored.remove(key) {
+                Some(vector) => vectors.push(vector),
+                None => vectors.push(embedded.next().expect("one embedding per unstored item")),
+            }
+        }
+        Ok(vectors)
     }
 
     /// Returns unix seconds with a fraction.

@@ -166,7 +166,7 @@ impl Recommender {
         let this = self.clone();
         let outcomes = tokio::spawn(async move {
             let mut applied = this.writer.lock().await;
-            let outcomes = this.store.upsert(&items).await?;
+            let outcomes = this.store.upsert_embedded(&items, &vectors).await?;
             this.update_side_tables(&outcomes, &items)?;
             let index = this.index.clone();
             let changes: Vec<(Option<u64>, Option<u64>, Vec<f32>)> =

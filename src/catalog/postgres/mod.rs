@@ -118,6 +118,19 @@ impl ItemReads for PostgresRepository {
         Ok(rows.into_iter().map(|row| (row.get(0), row.get::<i64, _>(1) as u64)).collect())
     }
 
+    async fn vectors_by_key(&self, keys: &[u64]) -> Result<HashMap<u64, Vec<f32>>, CatalogError> {
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT key, vector FROM items WHERE key = ANY($1) AND vector IS NOT NULL").bind(key_array(keys)).fetch_all(&self.pool).await?;
+        let vectors = rows
+            .into_iter()
+            .map(|(key, bytes)| {
+                let values = bytes.chunks_exact(4).map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])).collect();
+                (key as u64, values)
+            })
+            .collect();
+        Ok(vectors)
+    }
+
     async fn all_keys(&self) -> Result<Vec<u64>, CatalogError> {
         let keys: Vec<i64> = sqlx::query_scalar("SELECT key FROM items ORDER BY key").fetch_all(&self.pool).await?;
         Ok(keys.into_iter().map(|key| key as u64).collect())

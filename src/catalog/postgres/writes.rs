@@ -37,18 +37,18 @@ impl CatalogWrites for PostgresRepository {
         let mut keys = Vec::with_capacity(items.len());
         for item in items {
             let attributes = serde_json::Value::Object(item.attributes.clone()).to_string();
-            keys.push(transaction.insert_row(item, &attributes, now).await?);
+            keys.push(transaction.insert_row(item, &attributes, None, now).await?);
         }
         transaction.0.commit().await?;
         Ok(keys)
     }
 
-    async fn upsert(&self, items: &[Item]) -> Result<Vec<WriteOutcome>, CatalogError> {
+    async fn upsert_embedded(&self, items: &[Item], vectors: &[Vec<f32>]) -> Result<Vec<WriteOutcome>, CatalogError> {
         let now = unix_seconds();
         let mut transaction = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            outcomes.push(upsert_one(&mut transaction, item, now).await?);
+        for (position, item) in items.iter().enumerate() {
+            outcomes.push(upsert_one(&mut transaction, item, vectors.get(position).map(Vec::as_slice), now).await?);
         }
         if let Some(last) = outcomes.iter().map(|outcome| outcome.seq).max() {
             notify_change(&mut transaction, last).await?;
@@ -110,13 +110,15 @@ impl RowWrites for PostgresWriteTransaction {
         Ok(())
     }
 
-    async fn insert_row(&mut self, item: &Item, attributes: &str, now: i64) -> Result<u64, CatalogError> {
-        let key: i64 = sqlx::query_scalar("INSERT INTO items (id, title, text, attributes, updated_at) VALUES ($1, $2, $3, $4, $5) RETURNING key")
+    async fn insert_row(&mut self, item: &Item, attributes: &str, vector: Option<&[f32]>, now: i64) -> Result<u64, CatalogError> {
+        let vector: Option<Vec<u8>> = vector.map(|values| values.iter().flat_map(|value| value.to_le_bytes()).collect());
+        let key: i64 = sqlx::query_scalar("INSERT INTO items (id, title, text, attributes, updated_at, vector) VALUES ($1, $2, $3, $4, $5, $6) RETURNING key")
             .bind(&item.id)
             .bind(&item.title)
             .bind(&item.text)
             .bind(attributes)
             .bind(now)
+            .bind(vector)
             .fetch_one(&mut *self.0)
             .await?;
         Ok(key as u64)

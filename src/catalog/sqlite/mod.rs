@@ -162,6 +162,10 @@ impl ItemReads for SqliteRepository {
         Ok(keys)
     }
 
+    async fn vectors_by_key(&self, _keys: &[u64]) -> Result<HashMap<u64, Vec<f32>>, CatalogError> {
+        Ok(HashMap::new())
+    }
+
     async fn all_keys(&self) -> Result<Vec<u64>, CatalogError> {
         let keys: Vec<i64> = sqlx::query_scalar("SELECT key FROM items ORDER BY key").fetch_all(&self.pool).await?;
         Ok(keys.into_iter().map(|key| key as u64).collect())

@@ -17,18 +17,18 @@ impl CatalogWrites for SqliteRepository {
         let mut keys = Vec::with_capacity(items.len());
         for item in items {
             let attributes = serde_json::Value::Object(item.attributes.clone()).to_string();
-            keys.push(transaction.insert_row(item, &attributes, now).await?);
+            keys.push(transaction.insert_row(item, &attributes, None, now).await?);
         }
         transaction.0.commit().await?;
         Ok(keys)
     }
 
-    async fn upsert(&self, items: &[Item]) -> Result<Vec<WriteOutcome>, CatalogError> {
+    async fn upsert_embedded(&self, items: &[Item], vectors: &[Vec<f32>]) -> Result<Vec<WriteOutcome>, CatalogError> {
         let now = unix_seconds();
         let mut transaction = SqliteWriteTransaction(self.pool.begin_with("BEGIN IMMEDIATE").await?);
         let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            outcomes.push(upsert_one(&mut transaction, item, now).await?);
+        for (position, item) in items.iter().enumerate() {
+            outcomes.push(upsert_one(&mut transaction, item, vectors.get(position).map(Vec::as_slice), now).await?);
         }
         transaction.0.commit().await?;
         Ok(outcomes)
@@ -86,7 +86,8 @@ impl RowWrites for SqliteWriteTransaction {
         Ok(())
     }
 
-    async fn insert_row(&mut self, item: &Item, attributes: &str, now: i64) -> Result<u64, CatalogError> {
+    /// The SQLite schema has no vector column; the data directory's index file is the only copy.
+    async fn insert_row(&mut self, item: &Item, attributes: &str, _vector: Option<&[f32]>, now: i64) -> Result<u64, CatalogError> {
         let row = sqlx::query("INSERT INTO items (id, title, text, attributes, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING key")
             .bind(&item.id)
             .bind(&item.title)
