@@ -115,6 +115,12 @@ repository_trait! {
         fn purchased_item_ids(&self, stored_user_id: &str) -> Vec<String>;
         /// Returns every event that carries a query, oldest first.
         fn feedback_with_query(&self) -> Vec<FeedbackEvent>;
+        /// Returns every event with a user id as `(stored user id, item id, occurred_at, query)`,
+        /// oldest first.
+        fn user_feedback(&self) -> Vec<(String, String, f64, Option<String>)>;
+        /// Returns the last `limit` distinct item ids that a stored user id acted on, most
+        /// recent first.
+        fn recent_item_ids(&self, stored_user_id: &str, limit: usize) -> Vec<String>;
     }
 }
 
@@ -126,6 +132,21 @@ mod tests {
 
     fn event(item_id: &str, kind: EventKind, occurred_at: f64) -> FeedbackEvent {
         FeedbackEvent { user_id: Some("hashed-user".into()), query: Some("kettle".into()), item_id: item_id.into(), event: kind, value: 1.0, occurred_at }
+    }
+
+    #[tokio::test]
+    async fn recent_items_distinct_newest_first() {
+        for test in test_stores().await {
+            let store = &test.store;
+            let items: Vec<Item> = ["a", "b", "c"].iter().map(|id| Item { id: id.to_string(), title: id.to_string(), text: id.to_string(), attributes: Default::default() }).collect();
+            store.upsert(&items).await.unwrap();
+            let events = [event("a", EventKind::Click, 1.0), event("b", EventKind::Click, 2.0), event("a", EventKind::Click, 3.0), event("c", EventKind::Click, 4.0)];
+            store.insert_feedback(&events, 100).await.unwrap();
+
+            assert_eq!(store.recent_item_ids("hashed-user", 10).await.unwrap(), vec!["c", "a", "b"], "{}", test.backend);
+            assert_eq!(store.recent_item_ids("hashed-user", 2).await.unwrap(), vec!["c", "a"]);
+            assert!(store.recent_item_ids("someone-else", 10).await.unwrap().is_empty());
+        }
     }
 
     #[tokio::test]
@@ -145,6 +166,10 @@ mod tests {
             assert!(store.purchased_item_ids("someone-else").await.unwrap().is_empty());
             let read = store.feedback_with_query().await.unwrap();
             assert_eq!(read, vec![events[1].clone(), events[0].clone()], "oldest first ({})", test.backend);
+
+            let by_user = store.user_feedback().await.unwrap();
+            assert_eq!(by_user.len(), 2, "{}", test.backend);
+            assert_eq!(by_user[0], ("hashed-user".to_string(), "a".to_string(), 10.0, Some("kettle".to_string())));
 
             assert_eq!(store.delete_feedback_before(15.0).await.unwrap(), 1);
             assert_eq!(store.count_feedback().await.unwrap(), 1);

@@ -54,4 +54,14 @@ impl FeedbackRepository for SqliteRepository {
         let rows: Vec<FeedbackRow> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
         rows.into_iter().map(feedback_event).collect()
     }
+
+    async fn user_feedback(&self) -> Result<Vec<(String, String, f64, Option<String>)>, CatalogError> {
+        let sql = "SELECT user_id, item_id, occurred_at, query FROM feedback WHERE user_id IS NOT NULL ORDER BY occurred_at, id";
+        Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
+    }
+
+    async fn recent_item_ids(&self, stored_user_id: &str, limit: usize) -> Result<Vec<String>, CatalogError> {
+        let sql = "SELECT item_id FROM feedback WHERE user_id = ? GROUP BY item_id ORDER BY MAX(occurred_at) DESC, MAX(id) DESC LIMIT ?";
+        Ok(sqlx::query_scalar(sql).bind(stored_user_id).bind(limit as i64).fetch_all(&self.pool).await?)
+    }
 }
