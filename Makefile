@@ -21,9 +21,10 @@ index-demo: build models
 	@if [ -f $(DATA_DIR)/manifest.json ]; then echo "$(DATA_DIR) is already indexed (make clean to rebuild)"; \
 	else ./target/release/attnrec index --catalog data/goodbooks-10k.csv --data-dir $(DATA_DIR); fi
 
-## Fetch the models, then run every test (unit, integration, real models).
+## Fetch the models, then run every test (unit, integration, real models), the storage tests
+## against both SQLite and a throwaway PostgreSQL server on 127.0.0.1.
 test: models
-	$(CARGO) test --locked
+	scripts/with-postgres.sh $(CARGO) test --locked
 
 # Writes to a temporary file first: redirecting straight into openapi.yaml would empty it
 # before cargo compiles it into the binary.

@@ -3,7 +3,8 @@
 #   - Dockerfile: hadolint;
 #   - docker/prometheus/prometheus.yml: promtool check config;
 #   - docker/docker-compose.yml: docker compose config;
-#   - deploy/: kubectl kustomize, then kubernetes-validate --strict on what it renders;
+#   - deploy/ and deploy/postgres/: kubectl kustomize, then kubernetes-validate --strict on what
+#     they render;
 #   - docker/grafana: the data source and dashboard files parse, and promtool parses every
 #     dashboard query;
 #   - a live `attnrec serve` on 127.0.0.1 over the demo catalogue: its /openapi.yaml equals
@@ -156,12 +157,15 @@ check_compose() {
 check_kubernetes() {
   local rendered=$work_dir/deploy-rendered.yaml
   "$venv/bin/kubectl" kustomize --load-restrictor LoadRestrictionsNone deploy > "$rendered" || return 1
+  # The PostgreSQL variant, rendered apart because it changes the same resources.
+  local rendered_postgres=$work_dir/deploy-postgres-rendered.yaml
+  "$venv/bin/kubectl" kustomize --load-restrictor LoadRestrictionsNone deploy/postgres > "$rendered_postgres" || return 1
   local version_flags=()
   for version in "${kubernetes_versions[@]}"; do
     version_flags+=(-k "$version")
   done
   local output
-  output=$("$venv/bin/kubernetes-validate" --strict "${version_flags[@]}" "$rendered" deploy/servicemonitor.yaml)
+  output=$("$venv/bin/kubernetes-validate" --strict "${version_flags[@]}" "$rendered" "$rendered_postgres" deploy/servicemonitor.yaml)
   local status=$?
   echo "$output"
   # kubernetes-validate only warns about a kind it has no schema for. ServiceMonitor is a

@@ -41,9 +41,13 @@ pub async fn serve(settings: &Settings) -> anyhow::Result<()> {
     }
 
     let upkeep = tokio::spawn(run_upkeep(recommender.clone(), settings.index.snapshot_interval_s));
+    let follower = recommender.follow_changes(std::time::Duration::from_millis(settings.storage.poll_interval_ms));
     let app = api::router(AppState::new(recommender.clone(), settings), settings.server.body_limit_bytes);
     api::serve(listener, app, shutdown_signal()).await?;
     upkeep.abort();
+    if let Some(follower) = follower {
+        follower.abort();
+    }
     // Requests have drained: every acknowledged write is already committed. Save the index
     // so the next start has nothing to replay.
     recommender.shutdown().await?;

@@ -8,6 +8,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod storage;
+
+pub use storage::{StorageBackend, StorageSettings};
+
 /// The file read when `--config` is not given and the file exists in the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/default.toml";
 
@@ -38,6 +42,7 @@ pub struct Settings {
     pub feedback: FeedbackSettings,
     pub history: HistorySettings,
     pub log: LogSettings,
+    pub storage: StorageSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +276,7 @@ impl Default for Settings {
             feedback: FeedbackSettings::default(),
             history: HistorySettings::default(),
             log: LogSettings::default(),
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -411,6 +417,7 @@ impl Settings {
                 return Err(ConfigError::OutOfRange { field, problem: "must be at least 1".into() });
             }
         }
+        self.storage.backend()?;
         if self.model.max_tokens < 3 {
             return Err(ConfigError::OutOfRange {
                 field: "model.max_tokens",

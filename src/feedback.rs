@@ -4,7 +4,6 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sqlx::Row;
 
 use crate::catalog::{CatalogError, ItemStore};
 use crate::config::FeedbackSettings;
@@ -29,7 +28,7 @@ impl EventKind {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         [EventKind::Click, EventKind::AddToCart, EventKind::Purchase, EventKind::Rating].into_iter().find(|kind| kind.as_str() == text)
     }
 }
@@ -98,27 +97,12 @@ impl FeedbackLog {
     /// Stores every event in one transaction, or none when one names an unknown item.
     pub async fn record(&self, events: &[FeedbackEvent]) -> Result<(), FeedbackError> {
         let received_at = crate::catalog::unix_seconds();
-        let mut transaction = self.store.pool().begin_with("BEGIN IMMEDIATE").await?;
-        for (index, event) in events.iter().enumerate() {
-            let known: Option<i64> = sqlx::query_scalar("SELECT key FROM items WHERE id = ?").bind(&event.item_id).fetch_optional(&mut *transaction).await?;
-            if known.is_none() {
-                return Err(FeedbackError::UnknownItem(UnknownItem { index, item_id: event.item_id.clone() }));
-            }
-            sqlx::query(
-                "INSERT INTO feedback (user_id, query, item_id, event, value, occurred_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(event.user_id.as_deref().map(|id| self.stored_user_id(id)))
-            .bind(&event.query)
-            .bind(&event.item_id)
-            .bind(event.event.as_str())
-            .bind(event.value)
-            .bind(event.occurred_at)
-            .bind(received_at)
-            .execute(&mut *transaction)
-            .await?;
+        let stored: Vec<FeedbackEvent> =
+            events.iter().map(|event| FeedbackEvent { user_id: event.user_id.as_deref().map(|id| self.stored_user_id(id)), ..event.clone() }).collect();
+        match self.store.insert_feedback(&stored, received_at).await? {
+            Some(index) => Err(FeedbackError::UnknownItem(UnknownItem { index, item_id: events[index].item_id.clone() })),
+            None => Ok(()),
         }
-        transaction.commit().await?;
-        Ok(())
     }
 
     /// Deletes events older than `feedback.retention_days`; returns how many.
@@ -127,69 +111,33 @@ impl FeedbackLog {
             return Ok(0);
         }
         let cutoff = now - f64::from(self.retention_days) * 86_400.0;
-        let done = sqlx::query("DELETE FROM feedback WHERE occurred_at < ?").bind(cutoff).execute(self.store.pool()).await?;
-        Ok(done.rows_affected())
+        Ok(self.store.delete_feedback_before(cutoff).await?)
     }
 
     pub async fn count(&self) -> Result<u64, FeedbackError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback").fetch_one(self.store.pool()).await?;
-        Ok(count as u64)
+        Ok(self.store.count_feedback().await?)
     }
 
     /// Ids of the items a user has bought (events `purchase`).
     pub async fn purchased_items(&self, user_id: &str) -> Result<Vec<String>, FeedbackError> {
-        let ids = sqlx::query_scalar("SELECT DISTINCT item_id FROM feedback WHERE user_id = ? AND event = 'purchase'")
-            .bind(self.stored_user_id(user_id))
-            .fetch_all(self.store.pool())
-            .await?;
-        Ok(ids)
+        Ok(self.store.purchased_item_ids(&self.stored_user_id(user_id)).await?)
     }
 
     /// Returns every stored event that carries a query, oldest first, for training.
     pub async fn events_with_query(&self) -> Result<Vec<FeedbackEvent>, FeedbackError> {
-        let rows = sqlx::query(
-            "SELECT user_id, query, item_id, event, value, occurred_at FROM feedback WHERE query IS NOT NULL AND query != '' ORDER BY occurred_at, id",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let event: String = row.get(3);
-                let event = EventKind::parse(&event).ok_or_else(|| CatalogError::Index(format!("unknown feedback event {event:?}")))?;
-                Ok(FeedbackEvent {
-                    user_id: row.get(0),
-                    query: row.get(1),
-                    item_id: row.get(2),
-                    event,
-                    value: row.get(4),
-                    occurred_at: row.get(5),
-                })
-            })
-            .collect()
+        Ok(self.store.feedback_with_query().await?)
     }
 
     /// Every event with a user id as `(stored user id, item, time, query)`, oldest first, for
     /// training the history attention.
     pub async fn user_events(&self) -> Result<Vec<crate::train::HistoryEvent>, FeedbackError> {
-        let rows = sqlx::query("SELECT user_id, item_id, occurred_at, query FROM feedback WHERE user_id IS NOT NULL ORDER BY occurred_at, id")
-            .fetch_all(self.store.pool())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| crate::train::HistoryEvent { user: row.get(0), item_id: row.get(1), time: row.get(2), query: row.get(3) })
-            .collect())
+        let rows = self.store.user_feedback().await?;
+        Ok(rows.into_iter().map(|(user, item_id, time, query)| crate::train::HistoryEvent { user, item_id, time, query }).collect())
     }
 
     /// The last `limit` distinct items a user acted on, most recent first.
     pub async fn recent_items(&self, user_id: &str, limit: usize) -> Result<Vec<String>, FeedbackError> {
-        let ids = sqlx::query_scalar(
-            "SELECT item_id FROM feedback WHERE user_id = ? GROUP BY item_id ORDER BY MAX(occurred_at) DESC, MAX(id) DESC LIMIT ?",
-        )
-        .bind(self.stored_user_id(user_id))
-        .bind(limit as i64)
-        .fetch_all(self.store.pool())
-        .await?;
-        Ok(ids)
+        Ok(self.store.recent_item_ids(&self.stored_user_id(user_id), limit).await?)
     }
 }
 

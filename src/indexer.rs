@@ -1,4 +1,4 @@
-//! `attnrec index`: reads a catalogue file, stores it in SQLite, embeds every item and writes
+//! `attnrec index`: reads a catalogue file, stores it in the database, embeds every item and writes
 //! the vector index and manifest of a data directory.
 
 use std::path::{Path, PathBuf};
@@ -7,10 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::catalog::{
-    read_catalog, CatalogError, FieldSelection, HeadRecord, IndexRecord, ItemStore, Manifest, ModelRecord, SnapshotRecord, VectorIndex,
+    read_catalog, CatalogError, FieldSelection, HeadRecord, IndexRecord, Item, ItemStore, Manifest, ModelRecord, SnapshotRecord, VectorIndex,
     DATABASE_FILE, HEAD_FILE, INDEX_FILE, MANIFEST_FILE, MANIFEST_FORMAT, SNAPSHOT_FILE,
 };
-use crate::config::{ScalarChoice, Settings};
+use crate::config::{ScalarChoice, Settings, StorageBackend};
 use crate::encoder::{Encoder, TextKind, TokenizedText};
 use crate::pooling::AttentionHead;
 use crate::service::{load_model, ServiceError};
@@ -46,9 +46,7 @@ pub async fn build_data_dir(settings: &Settings, catalog: &Path, head_path: Opti
     }
     std::fs::create_dir_all(&staging).map_err(|source| CatalogError::Io { path: staging.clone(), source })?;
 
-    let store = ItemStore::open(&staging.join(DATABASE_FILE)).await?;
-    let keys = store.insert_all(&items).await?;
-    store.close().await?;
+    let keys = store_items(settings, &staging, &items).await?;
 
     let texts: Vec<&str> = items.iter().map(|item| item.text.as_str()).collect();
     let tokenized = model.encoder.tokenizer().tokenize_all(&texts, TextKind::Item)?;
@@ -91,6 +89,32 @@ pub async fn build_data_dir(settings: &Settings, catalog: &Path, head_path: Opti
     let report = IndexReport { items: items.len(), truncated, elapsed_seconds: started.elapsed().as_secs_f64(), data_dir: data_dir.clone() };
     tracing::info!(items = report.items, truncated, seconds = report.elapsed_seconds, "index built");
     Ok(report)
+}
+
+/// Stores the items in the staging directory's new SQLite file or, with PostgreSQL, in the
+/// shared database, which must hold no items yet. Returns their keys in input order.
+// NOTE: with PostgreSQL the items are committed before they are embedded, so a run that
+// fails afterwards leaves them in the database, and the next run is rejected until the
+// tables are emptied.
+async fn store_items(settings: &Settings, staging: &Path, items: &[Item]) -> Result<Vec<u64>, ServiceError> {
+    if settings.storage.backend()? == StorageBackend::Sqlite {
+        let store = ItemStore::open(&staging.join(DATABASE_FILE)).await?;
+        let keys = store.insert_all(items).await?;
+        store.close().await?;
+        return Ok(keys);
+    }
+    let store = ItemStore::connect(&settings.storage, staging).await?;
+    let stored = store.count().await?;
+    if stored > 0 {
+        return Err(CatalogError::Storage(format!(
+            "the PostgreSQL catalogue is not empty ({stored} items); `attnrec index` loads a catalogue into an empty database only, \
+             so change it through the API, or start another replica from a copy of an indexed data directory"
+        ))
+        .into());
+    }
+    let keys = store.insert_all(items).await?;
+    store.close().await?;
+    Ok(keys)
 }
 
 /// Embeds texts in batches of similar length, so little of each forward pass is padding.

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -30,12 +30,29 @@ pub struct Metrics {
     pub feedback_events: IntCounter,
     pub index_rebuilds: IntCounter,
     pub snapshot_seconds: Histogram,
+    pub replication_lag_changes: IntGauge,
+    pub replication_lag_seconds: Gauge,
+    pub replication_delay_seconds: Histogram,
+    pub replication_applied_seq: IntGauge,
+    pub replication_errors: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let counter = IntCounter::new(name, help).expect("valid counter");
     registry.register(Box::new(counter.clone())).expect("metric registered once");
     counter
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("valid gauge");
+    registry.register(Box::new(gauge.clone())).expect("metric registered once");
+    gauge
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let gauge = Gauge::new(name, help).expect("valid gauge");
+    registry.register(Box::new(gauge.clone())).expect("metric registered once");
+    gauge
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -107,6 +124,20 @@ impl Metrics {
             feedback_events: counter(&registry, "attnrec_feedback_events_total", "Feedback events stored"),
             index_rebuilds: counter(&registry, "attnrec_index_rebuilds_total", "Background rebuilds of the index after removals"),
             snapshot_seconds: histogram(&registry, "attnrec_snapshot_seconds", "Time to save an index snapshot", latency_buckets()),
+            replication_lag_changes: int_gauge(&registry, "attnrec_replication_lag_changes", "Changes in the shared change log that this replica has not applied yet"),
+            replication_lag_seconds: gauge(
+                &registry,
+                "attnrec_replication_lag_seconds",
+                "Age of the oldest change in the shared change log that this replica has not applied yet (0 when caught up)",
+            ),
+            replication_delay_seconds: histogram(
+                &registry,
+                "attnrec_replication_delay_seconds",
+                "Time from a change's commit to its application on this replica",
+                latency_buckets(),
+            ),
+            replication_applied_seq: int_gauge(&registry, "attnrec_replication_applied_seq", "Sequence number of the last change this replica applied"),
+            replication_errors: counter(&registry, "attnrec_replication_errors_total", "Failed passes over the shared change log"),
             items_written,
             registry,
             http_requests,

@@ -132,3 +132,72 @@ fn gaussian(rng: &mut StdRng) -> f32 {
     let u2: f32 = rng.random::<f32>();
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
 }
+
+/// A catalogue database for a test, on one backend, with whatever keeps it alive.
+#[cfg(test)]
+pub struct TestStore {
+    pub store: crate::catalog::ItemStore,
+    /// "sqlite" or "postgres", for assertion messages.
+    pub backend: &'static str,
+    /// The SQLite file's directory; with PostgreSQL, an empty directory for data files.
+    pub dir: tempfile::TempDir,
+    /// The PostgreSQL database's URL.
+    pub url: Option<String>,
+}
+
+#[cfg(test)]
+impl TestStore {
+    /// Runs one statement on the store's database, for tests that alter the schema.
+    pub async fn execute(&self, sql: &str) {
+        match self.store.postgres() {
+            Some(postgres) => sqlx::query(sql).execute(postgres.pool()).await.map(drop),
+            None => sqlx::query(sql).execute(self.store.sqlite().expect("a SQLite store").pool()).await.map(drop),
+        }
+        .expect("test statement runs");
+    }
+
+    /// Opens the same database again, as a restarted process would.
+    pub async fn reopen(&self) -> crate::catalog::ItemStore {
+        let storage = crate::config::StorageSettings { url: self.url.clone().unwrap_or_default(), ..Default::default() };
+        crate::catalog::ItemStore::connect(&storage, self.dir.path()).await.expect("test database opens again")
+    }
+}
+
+/// The environment variable with the URL of a PostgreSQL server for tests, as a role that may
+/// create databases (`scripts/test-postgres.sh` starts one and sets it).
+pub const TEST_POSTGRES_URL_VAR: &str = "ATTNREC_TEST_POSTGRES_URL";
+
+/// Creates an empty database on the test PostgreSQL server and returns its URL, or `None`
+/// when `ATTNREC_TEST_POSTGRES_URL` is unset.
+pub async fn postgres_test_database() -> Option<String> {
+    use sqlx::Connection;
+
+    let server = std::env::var(TEST_POSTGRES_URL_VAR).ok().filter(|url| !url.is_empty())?;
+    let name = format!("attnrec_test_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(&server).await.expect("the test PostgreSQL server accepts connections");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut connection).await.expect("test database created");
+    connection.close().await.expect("connection closed");
+    let (base, _database) = server.rsplit_once('/').expect("the test server URL ends in /DATABASE");
+    Some(format!("{base}/{name}"))
+}
+
+/// Returns a fresh SQLite store and, when `ATTNREC_TEST_POSTGRES_URL` is set, a fresh
+/// PostgreSQL store, so that one test body checks both backends.
+// NOTE: without ATTNREC_TEST_POSTGRES_URL the PostgreSQL half is skipped with a message on
+// stderr; `make test` starts a server and sets it.
+#[cfg(test)]
+pub async fn test_stores() -> Vec<TestStore> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = crate::catalog::ItemStore::open(&dir.path().join(crate::catalog::DATABASE_FILE)).await.expect("SQLite test database opens");
+    let mut stores = vec![TestStore { store: sqlite, backend: "sqlite", dir, url: None }];
+    match postgres_test_database().await {
+        Some(url) => {
+            let storage = crate::config::StorageSettings { url: url.clone(), ..Default::default() };
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let store = crate::catalog::ItemStore::connect(&storage, dir.path()).await.expect("PostgreSQL test database opens");
+            stores.push(TestStore { store, backend: "postgres", dir, url: Some(url) });
+        }
+        None => eprintln!("{TEST_POSTGRES_URL_VAR} is unset, so this test checks SQLite only"),
+    }
+    stores
+}

@@ -1,4 +1,5 @@
-//! The catalogue: items read from files, stored in SQLite, and their vectors in a usearch index.
+//! The catalogue: items read from files, stored in SQLite or PostgreSQL, and their vectors in a
+//! usearch index.
 
 mod attributes;
 mod index;
@@ -6,8 +7,13 @@ mod lexical;
 mod lock;
 mod live;
 mod manifest;
+mod postgres;
+mod repository;
+mod rows;
+mod shared_snapshot;
 mod snapshot;
 mod source;
+mod sqlite;
 mod store;
 mod writes;
 
@@ -20,7 +26,11 @@ pub use lock::{DataDirLock, LOCK_FILE};
 pub use live::{Copied, LiveIndex};
 pub use manifest::{HeadRecord, IndexRecord, Manifest, ModelRecord, MANIFEST_FILE, MANIFEST_FORMAT};
 pub use source::{read_catalog, CatalogFormat, FieldSelection};
+pub use shared_snapshot::SharedSnapshots;
 pub use snapshot::{SnapshotRecord, SNAPSHOT_FILE};
+pub use postgres::{PostgresRepository, CHANGES_CHANNEL};
+pub use repository::{CatalogWrites, ChangeLog, FeedbackRepository, ItemReads};
+pub use sqlite::SqliteRepository;
 pub use store::{unix_seconds, ItemStore, StoredItem};
 pub use writes::{Change, ChangeOp, ItemRecord, WriteOutcome, WriteStatus};
 
@@ -53,6 +63,8 @@ pub enum CatalogError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("invalid storage settings: {0}")]
+    Storage(String),
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("vector index error: {0}")]

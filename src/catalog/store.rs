@@ -1,18 +1,14 @@
-//! SQLite storage of catalogue items, the source of truth that the vector index is built from.
+//! `ItemStore`: the handle to the catalogue database, the source of truth that the vector
+//! index is built from. It contains one backend, chosen by `storage.url`, and forwards the
+//! repository methods (see `repository.rs`) to it.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-
-use super::{CatalogError, Item};
-
-/// SQLite's default limit on bound parameters per statement is 32,766; lookups by key are
-/// chunked well below it.
-pub(super) const KEYS_PER_QUERY: usize = 500;
+use super::postgres::PostgresRepository;
+use super::sqlite::SqliteRepository;
+use super::{CatalogError, DATABASE_FILE};
+use crate::config::{StorageBackend, StorageSettings};
 
 /// The fields of an item that a recommendation shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,110 +19,81 @@ pub struct StoredItem {
 }
 
 #[derive(Clone)]
+pub(super) enum Backend {
+    Sqlite(SqliteRepository),
+    Postgres(PostgresRepository),
+}
+
+#[derive(Clone)]
 pub struct ItemStore {
-    pool: SqlitePool,
+    pub(super) backend: Backend,
 }
 
 impl ItemStore {
-    /// Opens (creating if needed) the database in WAL mode with synchronous commits and
-    /// applies the migrations in `migrations/`.
+    /// Opens (creating if needed) the SQLite database at `path` in WAL mode with synchronous
+    /// commits and applies the migrations in `migrations/sqlite/`.
     pub async fn open(path: &Path) -> Result<Self, CatalogError> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { backend: Backend::Sqlite(SqliteRepository::open(path).await?) })
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Inserts items in one transaction and returns their keys, in input order.
-    pub async fn insert_all(&self, items: &[Item]) -> Result<Vec<u64>, CatalogError> {
-        let now = unix_seconds();
-        let mut transaction = self.pool.begin().await?;
-        let mut keys = Vec::with_capacity(items.len());
-        for item in items {
-            let attributes = serde_json::Value::Object(item.attributes.clone()).to_string();
-            let row = sqlx::query(
-                "INSERT INTO items (id, title, text, attributes, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING key",
-            )
-            .bind(&item.id)
-            .bind(&item.title)
-            .bind(&item.text)
-            .bind(attributes)
-            .bind(now)
-            .fetch_one(&mut *transaction)
-            .await?;
-            keys.push(row.get::<i64, _>(0) as u64);
+    /// Opens the database that `storage.url` names: the data directory's SQLite file, or a
+    /// PostgreSQL database whose migrations in `migrations/postgres/` are applied first.
+    pub async fn connect(storage: &StorageSettings, data_dir: &Path) -> Result<Self, CatalogError> {
+        let backend = storage.backend().map_err(|err| CatalogError::Storage(err.to_string()))?;
+        match backend {
+            StorageBackend::Sqlite => Self::open(&data_dir.join(DATABASE_FILE)).await,
+            StorageBackend::Postgres => Ok(Self { backend: Backend::Postgres(PostgresRepository::connect(&storage.url).await?) }),
         }
-        transaction.commit().await?;
-        Ok(keys)
     }
 
-    /// Looks up items by index key; keys with no item are left out of the map.
-    pub async fn get_by_keys(&self, keys: &[u64]) -> Result<HashMap<u64, StoredItem>, CatalogError> {
-        let mut found = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let placeholders = vec!["?"; chunk.len()].join(",");
-            let sql = format!("SELECT key, id, title FROM items WHERE key IN ({placeholders})");
-            let mut query = sqlx::query(&sql);
-            for key in chunk {
-                query = query.bind(*key as i64);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                let key = row.get::<i64, _>(0) as u64;
-                found.insert(key, StoredItem { key, id: row.get(1), title: row.get(2) });
-            }
+    /// True when other processes may write the same catalogue (PostgreSQL), so the index must
+    /// follow the change log rather than only this process's writes.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Returns the PostgreSQL backend, for following its change notifications, or `None` with SQLite.
+    pub fn postgres(&self) -> Option<&PostgresRepository> {
+        match &self.backend {
+            Backend::Postgres(repository) => Some(repository),
+            Backend::Sqlite(_) => None,
         }
-        Ok(found)
     }
 
-    /// Returns every item's key and text, for building the index.
-    pub async fn all_texts(&self) -> Result<Vec<(u64, String)>, CatalogError> {
-        let rows = sqlx::query("SELECT key, text FROM items ORDER BY key").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|row| (row.get::<i64, _>(0) as u64, row.get(1))).collect())
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> Option<&SqliteRepository> {
+        match &self.backend {
+            Backend::Sqlite(repository) => Some(repository),
+            Backend::Postgres(_) => None,
+        }
     }
 
-    /// Returns every item, in key order.
-    pub async fn all_items(&self) -> Result<Vec<Item>, CatalogError> {
-        let rows = sqlx::query("SELECT id, title, text, attributes FROM items ORDER BY key").fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let attributes = serde_json::from_str::<serde_json::Value>(&row.get::<String, _>(3)).ok().and_then(|value| value.as_object().cloned()).unwrap_or_default();
-                Item { id: row.get(0), title: row.get(1), text: row.get(2), attributes }
-            })
-            .collect())
-    }
-
-    /// Returns every item's key and id.
-    pub async fn all_ids(&self) -> Result<Vec<(u64, String)>, CatalogError> {
-        let rows = sqlx::query("SELECT key, id FROM items").fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|row| (row.get::<i64, _>(0) as u64, row.get(1))).collect())
-    }
-
-    pub async fn count(&self) -> Result<u64, CatalogError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM items").fetch_one(&self.pool).await?;
-        Ok(count as u64)
-    }
-
-    /// Copies the write-ahead log into the database file.
+    /// Copies SQLite's write-ahead log into the database file. PostgreSQL needs nothing.
     pub async fn checkpoint(&self) -> Result<(), CatalogError> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(repository) => repository.checkpoint().await,
+            Backend::Postgres(_) => Ok(()),
+        }
     }
 
-    /// Copies the write-ahead log into the database file and closes the connections, so the
-    /// database file alone contains every committed row.
+    /// Closes the connections; with SQLite, after a checkpoint, so the database file alone
+    /// contains every committed row.
     pub async fn close(self) -> Result<(), CatalogError> {
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
-        self.pool.close().await;
-        Ok(())
+        match self.backend {
+            Backend::Sqlite(repository) => repository.close().await,
+            Backend::Postgres(repository) => {
+                repository.close().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Parses an item's stored attributes (a JSON object as text); anything else reads as none.
+pub(super) fn parse_attributes(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
     }
 }
 
@@ -136,7 +103,8 @@ pub fn unix_seconds() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::catalog::Item;
+    use crate::testing::test_stores;
 
     fn item(id: &str, title: &str) -> Item {
         Item { id: id.into(), title: title.into(), text: title.into(), attributes: Default::default() }
@@ -144,34 +112,54 @@ mod tests {
 
     #[tokio::test]
     async fn insert_and_lookup_by_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ItemStore::open(&dir.path().join("catalog.db")).await.unwrap();
-        let keys = store.insert_all(&[item("a", "Red kettle"), item("b", "Blue mug")]).await.unwrap();
-        assert_eq!(keys.len(), 2);
-        assert_ne!(keys[0], keys[1]);
+        for test in test_stores().await {
+            let store = &test.store;
+            let keys = store.insert_all(&[item("a", "Red kettle"), item("b", "Blue mug")]).await.unwrap();
+            assert_eq!(keys.len(), 2);
+            assert_ne!(keys[0], keys[1]);
 
-        let found = store.get_by_keys(&[keys[1], 9999]).await.unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[&keys[1]].id, "b");
-        assert_eq!(found[&keys[1]].title, "Blue mug");
-        assert_eq!(store.count().await.unwrap(), 2);
+            let found = store.get_by_keys(&[keys[1], 9999]).await.unwrap();
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[&keys[1]].id, "b");
+            assert_eq!(found[&keys[1]].title, "Blue mug");
+            assert_eq!(store.count().await.unwrap(), 2);
+        }
     }
 
     #[tokio::test]
     async fn duplicate_id_fails_and_inserts_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ItemStore::open(&dir.path().join("catalog.db")).await.unwrap();
-        assert!(store.insert_all(&[item("a", "x"), item("a", "y")]).await.is_err());
-        assert_eq!(store.count().await.unwrap(), 0);
+        for test in test_stores().await {
+            assert!(test.store.insert_all(&[item("a", "x"), item("a", "y")]).await.is_err(), "{}", test.backend);
+            assert_eq!(test.store.count().await.unwrap(), 0, "{}", test.backend);
+        }
     }
 
     #[tokio::test]
     async fn reopening_keeps_items() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.db");
-        let store = ItemStore::open(&path).await.unwrap();
-        store.insert_all(&[item("a", "x")]).await.unwrap();
-        store.close().await.unwrap();
-        assert_eq!(ItemStore::open(&path).await.unwrap().count().await.unwrap(), 1);
+        for test in test_stores().await {
+            test.store.insert_all(&[item("a", "x")]).await.unwrap();
+            test.store.clone().close().await.unwrap();
+            assert_eq!(test.reopen().await.count().await.unwrap(), 1, "{}", test.backend);
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_by_key_and_id() {
+        for test in test_stores().await {
+            let store = &test.store;
+            let mut kettle = item("a", "Red kettle");
+            kettle.attributes.insert("brand".into(), "Acme".into());
+            let keys = store.insert_all(&[kettle, item("b", "Blue mug")]).await.unwrap();
+
+            assert_eq!(store.all_keys().await.unwrap(), keys);
+            assert_eq!(store.texts_by_key(&[keys[0], 9999]).await.unwrap()[&keys[0]], "Red kettle");
+            let attributes = store.attributes_by_key(&keys).await.unwrap();
+            assert_eq!(attributes[&keys[0]]["brand"], "Acme", "{}", test.backend);
+            assert!(attributes[&keys[1]].is_empty());
+            let ids = store.keys_of(&["b", "missing"]).await.unwrap();
+            assert_eq!(ids.len(), 1);
+            assert_eq!(ids["b"], keys[1]);
+            assert_eq!(store.all_items().await.unwrap()[0].attributes["brand"], "Acme");
+        }
     }
 }

@@ -16,7 +16,7 @@ pub use compare::{compare_methods, markdown_table, rank_exact, reciprocal_rank_f
 pub use metrics::{ndcg_at, recall_at, reciprocal_rank_at};
 pub use sequential::{evaluate_history, read_events, sequential_table, SequentialMethod, SequentialOptions, SequentialReport};
 
-use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, DATABASE_FILE, INDEX_FILE};
+use crate::catalog::{CatalogError, ItemStore, Manifest, VectorIndex, INDEX_FILE};
 use crate::config::Settings;
 use crate::encoder::{TextKind, TokenizedText};
 use crate::service::{load_head, load_model, ServiceError};
@@ -72,7 +72,7 @@ pub async fn evaluate(settings: &Settings, judgments: &Judgments, threshold: f64
     let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
     manifest.check_compatible(data_dir, &model.fingerprint, &head.checksum()?)?;
     let index = VectorIndex::load(&data_dir.join(INDEX_FILE), model.encoder.hidden_size(), &settings.index, 1)?;
-    let store = ItemStore::open(&data_dir.join(DATABASE_FILE)).await?;
+    let store = ItemStore::connect(&settings.storage, data_dir).await?;
     let ids: HashMap<u64, String> = store.all_ids().await?.into_iter().collect();
 
     let queries: Vec<&(String, HashMap<String, f64>)> = judgments.queries.iter().take(limit.unwrap_or(usize::MAX)).collect();

@@ -2,6 +2,7 @@
 //! top-k items for free-text queries, and applies catalogue writes and feedback. Shared by
 //! the HTTP server and the CLI.
 
+mod follow;
 mod retrieve;
 mod upkeep;
 mod writes;
@@ -20,7 +21,7 @@ pub use writes::{validate_feedback, validate_id, validate_item, FeedbackInput, I
 pub const HISTORY_FILE: &str = "history.safetensors";
 
 use crate::batcher::{BatchLimits, Engine, EngineError, EngineSettings, TextKind};
-use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, DATABASE_FILE, HEAD_FILE, INDEX_FILE};
+use crate::catalog::{CatalogError, ItemStore, LiveIndex, Manifest, VectorIndex, HEAD_FILE, INDEX_FILE};
 use crate::config::Settings;
 use crate::feedback::{FeedbackError, FeedbackLog};
 use crate::encoder::{select_device, Encoder, EncoderError, ModelFiles, ModelSource, TextPrefixes};
@@ -233,6 +234,7 @@ pub struct Recommender {
     /// History items used per request, the most recent ones.
     history_items: usize,
     default_mode: SearchMode,
+    shared_snapshots: Option<crate::catalog::SharedSnapshots>,
     /// Keeps other processes out of the data directory while this one serves it.
     _lock: crate::catalog::DataDirLock,
 }
@@ -243,6 +245,7 @@ impl Recommender {
     pub async fn open(settings: &Settings) -> Result<Self, ServiceError> {
         let data_dir = &settings.data_dir;
         let lock = crate::catalog::DataDirLock::acquire(data_dir).await?;
+        let shared_snapshots = upkeep::restore_shared_snapshot(settings, data_dir)?;
         let manifest = Manifest::read(data_dir)?;
         let model = load_model(settings)?;
         let head = load_head(settings, &manifest, data_dir, &model.encoder)?;
@@ -262,7 +265,7 @@ impl Recommender {
             VectorIndex::create(dimensions, &settings.index, 1024, index_users)?
         };
         let index = Arc::new(LiveIndex::new(index, &settings.index, index_users));
-        let store = ItemStore::open(&data_dir.join(DATABASE_FILE)).await?;
+        let store = ItemStore::connect(&settings.storage, data_dir).await?;
         let feedback = FeedbackLog::new(store.clone(), &settings.feedback);
         let attributes = Arc::new(crate::catalog::AttributeTable::new(store.all_attributes().await?));
         let lexical = Arc::new(crate::catalog::LexicalIndex::build(&store.all_texts().await?).map_err(|err| ServiceError::Internal(err.to_string()))?);
@@ -298,6 +301,7 @@ impl Recommender {
             history,
             history_items: settings.history.max_items,
             default_mode: settings.server.default_mode,
+            shared_snapshots,
             _lock: lock,
         };
         recommender.bring_index_up_to_date().await?;

@@ -2,12 +2,14 @@
 //! background rebuilds after many removals, feedback retention, and the flush at shutdown.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Recommender, ServiceError};
-use crate::catalog::{Change, ChangeOp, SnapshotRecord, INDEX_FILE};
+use crate::catalog::{Change, ChangeOp, SharedSnapshots, SnapshotRecord, INDEX_FILE};
+use crate::config::Settings;
 use crate::metrics::METRICS;
 
 impl Recommender {
@@ -46,7 +48,13 @@ impl Recommender {
             self.index.replace(copied.index);
         }
 
-        let applied_seq = self.store.last_seq().await?;
+        // Another replica may have drawn a sequence number that it has not committed yet, so
+        // with a shared database only the changes read count as applied.
+        let applied_seq = match (self.store.is_shared(), changes.last()) {
+            (true, Some(last)) => last.seq,
+            (true, None) => snapshot.seq,
+            (false, _) => self.store.last_seq().await?,
+        };
         *applied = applied_seq;
         drop(applied);
         if repaired || applied_seq > snapshot.seq {
@@ -74,6 +82,9 @@ impl Recommender {
         let seq = *applied;
         let index_path = self.data_dir.join(INDEX_FILE);
         if seq == self.snapshot_seq.load(Ordering::Acquire) && index_path.exists() {
+            // The shared directory may still lack this snapshot, for example before the
+            // first write after start-up.
+            self.publish_shared_snapshot(seq).await?;
             return Ok(false);
         }
         let started = Instant::now();
@@ -84,13 +95,30 @@ impl Recommender {
         SnapshotRecord { seq, items, saved_at: Self::now() as u64 }.write(&self.data_dir)?;
         self.snapshot_seq.store(seq, Ordering::Release);
         // A rebuild in progress replays the log from where it started; keep it until then.
-        if !self.rebuilding.load(Ordering::Acquire) {
+        // TODO(replication): a shared log is never pruned, because other replicas may still
+        // need it; prune up to the oldest sequence that every replica has applied.
+        if !self.rebuilding.load(Ordering::Acquire) && !self.store.is_shared() {
             self.store.prune_changes(seq).await?;
         }
+        self.publish_shared_snapshot(seq).await?;
         drop(applied);
         METRICS.snapshot_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(seq, items, seconds = started.elapsed().as_secs_f64(), "index snapshot saved");
         Ok(true)
+    }
+
+    /// Copies the data directory's snapshot to `storage.snapshot_dir`, when set, unless the
+    /// one there is as recent. The caller holds the writer lock, so the files do not change.
+    async fn publish_shared_snapshot(&self, seq: u64) -> Result<(), ServiceError> {
+        let Some(shared) = self.shared_snapshots.clone() else {
+            return Ok(());
+        };
+        let data_dir = self.data_dir.clone();
+        let published = tokio::task::spawn_blocking(move || shared.publish(&data_dir)).await.map_err(|err| ServiceError::Internal(format!("snapshot task failed: {err}")))??;
+        if published {
+            tracing::info!(seq, "index snapshot published to the shared snapshot directory");
+        }
+        Ok(())
     }
 
     /// Starts a background rebuild when removals have left too many dead nodes in the graph.
@@ -160,8 +188,21 @@ impl Recommender {
     }
 }
 
+/// Copies the latest shared snapshot into a data directory with no index yet, when
+/// `storage.snapshot_dir` is set. Returns the shared directory for later publishing.
+pub(super) fn restore_shared_snapshot(settings: &Settings, data_dir: &Path) -> Result<Option<SharedSnapshots>, ServiceError> {
+    if settings.storage.snapshot_dir.is_empty() {
+        return Ok(None);
+    }
+    let shared = SharedSnapshots::new(&settings.storage.snapshot_dir);
+    if let Some(record) = shared.restore_into(data_dir)? {
+        tracing::info!(seq = record.seq, items = record.items, snapshot_dir = %settings.storage.snapshot_dir, "data directory restored from the shared snapshot");
+    }
+    Ok(Some(shared))
+}
+
 /// Returns the last index operation of each key in the change log. Updates of a title or
 /// attributes leave the vector alone, so they are skipped.
-fn final_ops(changes: &[Change]) -> HashMap<u64, ChangeOp> {
+pub(super) fn final_ops(changes: &[Change]) -> HashMap<u64, ChangeOp> {
     changes.iter().filter(|change| change.op != ChangeOp::Update).map(|change| (change.key, change.op)).collect()
 }

@@ -166,7 +166,7 @@ impl Recommender {
         let this = self.clone();
         let outcomes = tokio::spawn(async move {
             let mut applied = this.writer.lock().await;
-            let outcomes = this.store.upsert(&items).await?;
+            let outcomes = this.store.upsert_embedded(&items, &vectors).await?;
             this.update_side_tables(&outcomes, &items)?;
             let index = this.index.clone();
             let changes: Vec<(Option<u64>, Option<u64>, Vec<f32>)> =
@@ -184,7 +184,11 @@ impl Recommender {
             })
             .await
             .map_err(|err| ServiceError::Internal(format!("index update failed: {err}")))??;
-            *applied = outcomes.iter().map(|outcome| outcome.seq).max().unwrap_or(*applied).max(*applied);
+            // With a shared database the follower advances the applied sequence, because other
+            // replicas' changes may come before this one.
+            if !this.store.is_shared() {
+                *applied = outcomes.iter().map(|outcome| outcome.seq).max().unwrap_or(*applied).max(*applied);
+            }
             Ok::<_, ServiceError>(outcomes)
         })
         .await
@@ -211,7 +215,9 @@ impl Recommender {
                     .await
                     .map_err(|err| ServiceError::Internal(format!("index update failed: {err}")))??;
             }
-            *applied = outcome.seq.max(*applied);
+            if !this.store.is_shared() {
+                *applied = outcome.seq.max(*applied);
+            }
             Ok(outcome)
         })
         .await

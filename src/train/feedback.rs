@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::TrainingData;
-use crate::catalog::{ItemStore, DATABASE_FILE};
+use crate::catalog::ItemStore;
 use crate::config::Settings;
 use crate::eval::Judgments;
 use crate::feedback::{EventKind, FeedbackEvent, FeedbackLog};
@@ -23,7 +23,7 @@ pub fn event_grade(event: &FeedbackEvent) -> f64 {
 /// Reads the data directory's items and turns its feedback events that carry a query into
 /// judgments. Pairs whose best grade is not positive (low ratings) are left out.
 pub async fn feedback_training_data(settings: &Settings) -> Result<TrainingData, ServiceError> {
-    let store = ItemStore::open(&settings.data_dir.join(DATABASE_FILE)).await?;
+    let store = ItemStore::connect(&settings.storage, &settings.data_dir).await?;
     let items = store.all_items().await?;
     let events = FeedbackLog::new(store.clone(), &settings.feedback).events_with_query().await?;
 

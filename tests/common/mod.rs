@@ -179,7 +179,7 @@ pub struct ChildServer {
     pub child: Child,
     pub address: String,
     pub client: reqwest::Client,
-    /// Every line the server has written to stderr so far.
+    /// Every line the server has written to stderr so far, start-up included.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -187,9 +187,14 @@ impl ChildServer {
     /// Starts serving the fixture's data directory with its tiny model and API key, plus
     /// `settings` as ATTNREC_ environment variables, and waits for the listening address.
     pub fn start(fixture: &Fixture, settings: &[(&str, &str)]) -> Self {
+        Self::start_in(fixture, &fixture.path("data"), settings)
+    }
+
+    /// Starts like `start`, serving `data_dir` instead of the fixture's data directory.
+    pub fn start_in(fixture: &Fixture, data_dir: &Path, settings: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_attnrec"));
         command
-            .args(["serve", "--data-dir", fixture.path("data").to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--model", fixture.model_dir().to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("ATTNREC_AUTH__API_KEYS", API_KEY)
             .env("ATTNREC_MODEL__MAX_TOKENS", fixture.settings.model.max_tokens.to_string())
@@ -202,14 +207,17 @@ impl ChildServer {
         // The "listening" log line carries the port the kernel chose.
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut start_up = Vec::new();
         let address = loop {
             assert!(Instant::now() < deadline, "serve did not start listening");
             let line = lines.next().expect("serve exited before listening").unwrap();
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
+            let address = line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_string());
+            start_up.push(line);
+            if let Some(address) = address {
+                break address;
             }
         };
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::new(std::sync::Mutex::new(start_up));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -254,6 +262,17 @@ impl ChildServer {
 
     pub fn wait(mut self) -> ExitStatus {
         self.child.wait().expect("child reaped")
+    }
+}
+
+impl Drop for ChildServer {
+    /// Kills a server that a test left running, so no process outlives the test binary.
+    /// A child already reaped by `kill` or `wait` is left alone.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
