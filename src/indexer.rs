@@ -100,6 +100,13 @@ async fn store_items(settings: &Settings, staging: &Path, items: &[Item]) -> Res
     if settings.storage.backend()? == StorageBackend::Sqlite {
         let store = ItemStore::open(&staging.join(DATABASE_FILE)).await?;
         let keys = store.insert_all(items).await?;
+        // The feedback log is the shoppers' history and the training data, so a rebuilt
+        // catalogue keeps it.
+        let previous = settings.data_dir.join(DATABASE_FILE);
+        if previous.is_file() {
+            let copied = store.sqlite().expect("opened as SQLite").copy_feedback_from(&previous).await?;
+            tracing::info!(events = copied, "feedback log carried over from the previous catalogue");
+        }
         store.close().await?;
         return Ok(keys);
     }

@@ -193,3 +193,28 @@ async fn exclude_history_leaves_out_every_listed_item() {
     let body = ok(&server, json!({"history": listed, "explain": true, "mode": "vector"})).await;
     assert_eq!(body["explain"]["history"].as_array().unwrap().len(), 2, "only the most recent shape the interest: {body}");
 }
+
+#[tokio::test]
+async fn reindex_keeps_feedback_history() {
+    let fixture = Fixture::new();
+    fixture.index().await;
+    let server = TestServer::start(&fixture.settings).await;
+    let events: Vec<Value> = ["3", "4"].iter().map(|item| json!({"user_id": "shopper-9", "item_id": item, "event": "click", "timestamp": now() - 10.0})).collect();
+    let (status, body) = server.call(Method::POST, "/feedback/batch", Some(json!({"events": events}))).await;
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+
+    // Dropping the server releases the data directory once its tasks finish.
+    let mut rebuilt = false;
+    for _ in 0..50 {
+        if attnrec::indexer::build_data_dir(&fixture.settings, &fixture.catalog, None).await.is_ok() {
+            rebuilt = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rebuilt, "the catalogue was not rebuilt");
+    let server = TestServer::start(&fixture.settings).await;
+    let body = ok(&server, json!({"user_id": "shopper-9", "explain": true})).await;
+    assert_eq!(body["explain"]["history"].as_array().unwrap().len(), 2, "{body}");
+}

@@ -60,7 +60,7 @@ impl ItemStore {
         }
     }
 
-    #[cfg(test)]
+    /// Returns the SQLite backend, or `None` with PostgreSQL.
     pub(crate) fn sqlite(&self) -> Option<&SqliteRepository> {
         match &self.backend {
             Backend::Sqlite(repository) => Some(repository),

@@ -48,6 +48,22 @@ impl SqliteRepository {
         &self.pool
     }
 
+    /// Copies every feedback event of another catalogue database (an earlier build of the
+    /// same data directory) into this one; returns how many. Events keep their item ids, so
+    /// they still refer to the items that the new catalogue keeps.
+    pub async fn copy_feedback_from(&self, previous: &Path) -> Result<u64, CatalogError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("ATTACH DATABASE ? AS previous").bind(previous.display().to_string()).execute(&mut *connection).await?;
+        let copied = sqlx::query(
+            "INSERT INTO feedback (user_id, query, item_id, event, value, occurred_at, received_at) \
+             SELECT user_id, query, item_id, event, value, occurred_at, received_at FROM previous.feedback ORDER BY id",
+        )
+        .execute(&mut *connection)
+        .await;
+        sqlx::query("DETACH DATABASE previous").execute(&mut *connection).await?;
+        Ok(copied?.rows_affected())
+    }
+
     /// Copies the write-ahead log into the database file.
     pub async fn checkpoint(&self) -> Result<(), CatalogError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
