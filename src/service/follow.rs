@@ -21,6 +21,8 @@ impl Recommender {
         Some(tokio::spawn(async move { this.follow_loop(postgres, poll_interval).await }))
     }
 
+    // NOTE: /ready stays 200 when PostgreSQL becomes unreachable after start-up; only
+    // attnrec_replication_errors_total and the lag metrics show it.
     async fn follow_loop(&self, postgres: PostgresRepository, poll_interval: Duration) {
         let mut listener = None;
         loop {
