@@ -128,14 +128,14 @@ impl FeedbackLog {
         Ok(self.store.feedback_with_query().await?)
     }
 
-    /// Every event with a user id as `(stored user id, item, time, query)`, oldest first, for
-    /// training the history attention.
+    /// Returns every event with a user id as history events (stored user id, item, time,
+    /// query), oldest first, for training the history attention.
     pub async fn user_events(&self) -> Result<Vec<crate::train::HistoryEvent>, FeedbackError> {
         let rows = self.store.user_feedback().await?;
         Ok(rows.into_iter().map(|(user, item_id, time, query)| crate::train::HistoryEvent { user, item_id, time, query }).collect())
     }
 
-    /// The last `limit` distinct items a user acted on, most recent first.
+    /// Returns the last `limit` distinct items a user acted on, most recent first.
     pub async fn recent_items(&self, user_id: &str, limit: usize) -> Result<Vec<String>, FeedbackError> {
         Ok(self.store.recent_item_ids(&self.stored_user_id(user_id), limit).await?)
     }

@@ -173,8 +173,8 @@ enum Command {
     /// file such as MovieLens ratings, with a leave-last-out split.
     ///
     /// Compares popularity, the mean of the history, and the history attention before and
-    /// after training on the earlier steps; with --query-field, also with a query made from
-    /// the predicted item's field, beside that query alone.
+    /// after training on the earlier steps. With --query-field, the methods also run with a
+    /// query made from the predicted item's field, beside that query alone.
     EvalHistory {
         #[command(flatten)]
         common: Common,

@@ -7,8 +7,8 @@ use prometheus::{
     TextEncoder,
 };
 
-/// Buckets of the replication delay in seconds, fine between 0.1 and 1 s so the p99 can be
-/// told against a one-second target.
+/// Returns the buckets of the replication delay in seconds, 0.1 s apart between 0.1 and 1 s,
+/// so a p99 can be compared with a one-second target.
 fn replication_buckets() -> Vec<f64> {
     vec![0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 5.0, 10.0]
 }

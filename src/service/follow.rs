@@ -89,9 +89,9 @@ impl Recommender {
                     fresh.push((key, text));
                 }
             }
-            // NOTE: each pass commits the BM25 index under the writer lock; at 100 writes a
-            // second this is the suspected cause of the replication delay p99 above 1 s
-            // (BENCHMARKS.md), not yet profiled.
+            // NOTE: each pass commits the BM25 index under the writer lock. At 100 writes a
+            // second this is the suspected cause of the replication delay p99 above 1 s, not
+            // yet profiled (BENCHMARKS.md).
             self.lexical.apply(&fresh, &removed).map_err(|err| ServiceError::Internal(err.to_string()))?;
 
             // Updates change titles and attributes, which only the attribute table keeps.

@@ -97,7 +97,7 @@ struct ResolvedHistory {
     all_keys: Vec<u64>,
 }
 
-/// Where a request's history comes from.
+/// Source of a request's history.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HistorySource {
     None,

@@ -86,7 +86,8 @@ impl RowWrites for SqliteWriteTransaction {
         Ok(())
     }
 
-    /// The SQLite schema has no vector column; the data directory's index file is the only copy.
+    /// Inserts an item row. The vector is not stored, because the SQLite schema has no vector
+    /// column and the data directory's index file is the only copy.
     async fn insert_row(&mut self, item: &Item, attributes: &str, _vector: Option<&[f32]>, now: i64) -> Result<u64, CatalogError> {
         let row = sqlx::query("INSERT INTO items (id, title, text, attributes, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING key")
             .bind(&item.id)
